@@ -1,0 +1,255 @@
+"""Typed, frozen run configuration loaded from YAML.
+
+Every key has a type and a default; an unknown key, a wrong type or a value out of range is a
+`ConfigError` that names the key (and, for unknown keys, the allowed ones). The resolved config is
+what MLflow records as params and what the checkpoint carries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from ssgan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: Literal["mnist", "digits", "npz", "csv"] = "digits"
+    root: str = "data"  # torchvision datasets live under ROOT/<Dataset>/raw
+    download: bool = False
+    path: Optional[str] = None  # .npz / .csv file for name=npz|csv
+    label_column: str = "label"  # csv: the label column (empty or -1 = unlabeled)
+    labels: Optional[int] = 100  # size of the labeled subset; null = every labeled training example
+    split_seed: int = 0  # draws the labeled subset
+    test_fraction: float = 0.2  # npz/csv without X_test: labeled rows held out for testing
+    scale: Literal["tanh", "sigmoid"] = "tanh"  # inputs in [-1, 1] + tanh generator, or [0, 1] + sigmoid
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["mlp", "conv"] = "mlp"
+    d_hidden: tuple[int, ...] = (1000, 500, 250, 250, 250)  # Salimans et al. 2016, MNIST
+    g_hidden: tuple[int, ...] = (500, 500)
+    conv_width: int = 64  # channels of the first conv layer (conv arch)
+    noise_dim: int = 100
+    input_noise: float = 0.3  # std of Gaussian noise added to D's input (training only)
+    hidden_noise: float = 0.5  # std of Gaussian noise added to D's hidden layers (mlp)
+    activation: Literal["relu", "leaky_relu"] = "relu"
+    leaky_slope: float = 0.2
+    fake_logit: Literal["fixed_zero", "explicit"] = "fixed_zero"  # K+1-th logit fixed at 0, or learned
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    steps_per_epoch: Optional[int] = None  # null = one pass over the unlabeled pool
+    lr: float = 3e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_schedule: Literal["constant", "linear_decay", "cosine"] = "linear_decay"
+    decay_start: float = 0.667  # linear_decay: fraction of training after which lr falls linearly to 0
+    unsup_weight: float = 1.0  # weight of the real/fake loss in D's objective
+    gen_loss: Literal["feature_matching", "non_saturating"] = "feature_matching"
+    ema_decay: float = 0.999  # EMA of D's weights used for evaluation; 0 = evaluate raw weights
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    experiment: str = "ssgan"
+    run_name: Optional[str] = None
+    sample_every: int = 1  # log a grid of generated samples every N epochs (0 = never)
+    log_model: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: Literal["ssgan", "supervised"] = "ssgan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Value ranges, checked in one place: key -> (predicate, what the value must be).
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "data.labels": (lambda v: v is None or v >= 1, "a positive integer or null"),
+    "data.test_fraction": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    "model.d_hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a non-empty list of positive integers"),
+    "model.g_hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a non-empty list of positive integers"),
+    "model.conv_width": (lambda v: v >= 1, ">= 1"),
+    "model.noise_dim": (lambda v: v >= 1, ">= 1"),
+    "model.input_noise": (lambda v: v >= 0, ">= 0"),
+    "model.hidden_noise": (lambda v: v >= 0, ">= 0"),
+    "model.leaky_slope": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.steps_per_epoch": (lambda v: v is None or v >= 1, ">= 1 or null"),
+    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.decay_start": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "train.unsup_weight": (lambda v: v >= 0, ">= 0"),
+    "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.device": (
+        lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
+        "auto, cpu, cuda or cuda:N",
+    ),
+    "tracking.sample_every": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_first_line(e)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}")
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`'train.epochs=5'` -> `('train.epochs', 5)`; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value (e.g. train.epochs=5), got {item!r}")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    cfg = _build(Config, raw, prefix="")
+    _check_ranges(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists), YAML/JSON-serialisable."""
+    out = dataclasses.asdict(cfg)
+    return _listify(out)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """`{'train.epochs': 10, ...}` — the form logged as MLflow params."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(to_dict(cfg), "")
+    return flat
+
+
+def replace(cfg: Config, **dotted: Any) -> Config:
+    """A copy of `cfg` with dotted keys changed and re-validated: `replace(cfg, **{'train.epochs': 2})`."""
+    raw = to_dict(cfg)
+    for key, value in dotted.items():
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def _listify(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _listify(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_listify(v) for v in node]
+    return node
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    section = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section!r} must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + str(unknown[0])!r}; allowed keys in {section}: {', '.join(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug in this file, not user input
+
+
+def _check_ranges(cfg: Config) -> None:
+    flat = flatten(cfg)
+    for key, (ok, must_be) in _RANGES.items():
+        if not ok(flat[key]):
+            raise ConfigError(f"{key} must be {must_be}; got {flat[key]!r}")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,75 @@
+"""One tracked run: load the split, train, evaluate, record everything in MLflow, write summary.json."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ssgan.config import Config, to_dict
+from ssgan.data import load_split
+from ssgan.evaluate import evaluate
+from ssgan.models import Classifier
+from ssgan.tracking import RunLogger, resolve_uri, use_store
+from ssgan.train import fit, resolve_device
+
+log = logging.getLogger("ssgan")
+
+
+def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None) -> dict[str, Any]:
+    """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json)."""
+    import mlflow
+
+    split = load_split(cfg.data)  # data errors surface before a run is opened
+    experiment_id = use_store(cfg)
+    log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
+             cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name) as run:
+        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
+        result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress)
+        ev = evaluate(result.classifier, split.x_test, split.y_test, split.class_names)
+        tracker.log_evaluation(ev)
+        model_uri = None
+        if cfg.tracking.log_model:
+            tracker.log_checkpoint({
+                "config": to_dict(cfg), "class_names": split.class_names, "input_shape": split.input_shape,
+                "classifier": result.classifier.state_dict(),
+                "generator": result.generator.state_dict() if result.generator is not None else None,
+            })
+            model_uri = tracker.log_model(Classifier(result.classifier, split.num_classes), split.x_test, split.class_names)
+        summary = {
+            "run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "tracking_uri": resolve_uri(cfg.tracking.uri),
+            "model_uri": model_uri,
+            "mode": cfg.mode,
+            "dataset": cfg.data.name,
+            "labels": len(split.labeled_idx),
+            "split_seed": cfg.data.split_seed,
+            "split_hash": split.split_hash,
+            "train_seed": cfg.train.seed,
+            "epochs": cfg.train.epochs,
+            "epochs_completed": len(result.history),
+            "stop_reason": result.stop_reason,
+            "wall_clock_seconds": round(result.seconds, 3),
+            "device": str(resolve_device(cfg.train.device)),
+            "hardware": _hardware(),
+            **ev.metrics(),
+        }
+        tracker.finish(summary, result.stop_reason)
+    log.info("test accuracy %.4f  balanced %.4f  macro-F1 %.4f  (%s, %.1fs, run %s)",
+             ev.accuracy, ev.balanced_accuracy, ev.macro_f1, result.stop_reason, result.seconds, run.info.run_id)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"

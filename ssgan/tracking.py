@@ -1,0 +1,142 @@
+"""MLflow tracking: where runs go and what each run records.
+
+Store: `tracking.uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the working directory
+with artifacts in `mlartifacts/` beside the database file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ssgan.config import Config, flatten, to_dict
+from ssgan.errors import SSGANError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def resolve_uri(configured: Optional[str]) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def artifact_root_for(uri: str) -> Optional[str]:
+    """`sqlite:///path/mlflow.db` -> `file:///abs/path/mlartifacts`; None for stores that pick their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):]).resolve()
+    return (db.parent / "mlartifacts").as_uri()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it or fix tracking.uri") from None
+
+
+def use_store(cfg: Config) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = resolve_uri(cfg.tracking.uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root_for(uri))
+    except mlflow.exceptions.MlflowException as e:
+        raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
+
+
+class RunLogger:
+    """Everything one training run records in MLflow. Use inside an active `mlflow.start_run()`."""
+
+    def __init__(self, cfg: Config, split_hash: str, num_labels: int):
+        import mlflow
+
+        self.mlflow, self.cfg = mlflow, cfg
+        mlflow.log_params({k: _param(v) for k, v in flatten(cfg).items()})
+        mlflow.set_tags({"mode": cfg.mode, "dataset": cfg.data.name, "labels": str(num_labels),
+                         "split_seed": str(cfg.data.split_seed), "split_hash": split_hash})
+        mlflow.log_dict(to_dict(cfg), "config.yaml")
+        self._fixed_z: Optional[torch.Tensor] = None
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float], generator: Optional[torch.nn.Module]) -> None:
+        self.mlflow.log_metrics(metrics, step=epoch)
+        every = self.cfg.tracking.sample_every
+        if generator is not None and every and (epoch % every == 0 or epoch == self.cfg.train.epochs):
+            grid = self.sample_grid(generator)
+            if grid is not None:
+                self.mlflow.log_image(grid, key="samples", step=epoch)
+
+    @torch.no_grad()
+    def sample_grid(self, generator: torch.nn.Module, n: int = 100) -> Optional[np.ndarray]:
+        """A (H, W, 3) uint8 grid of samples from a fixed noise batch; None for non-image data."""
+        from torchvision.utils import make_grid
+
+        device = next(generator.parameters()).device
+        if self._fixed_z is None:
+            self._fixed_z = torch.rand(n, generator.noise_dim, generator=torch.Generator().manual_seed(0))
+        was_training = generator.training
+        generator.eval()
+        x = generator(self._fixed_z.to(device)).float().cpu()
+        generator.train(was_training)
+        if x.dim() != 4:  # (B, C, H, W) images only
+            return None
+        lo = -1.0 if self.cfg.data.scale == "tanh" else 0.0
+        grid = make_grid(x, nrow=int(np.sqrt(n)), normalize=True, value_range=(lo, 1.0), pad_value=1.0)
+        return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    def log_evaluation(self, ev) -> None:
+        from ssgan.evaluate import confusion_figure
+        import matplotlib.pyplot as plt
+
+        self.mlflow.log_metrics(ev.metrics())
+        fig = confusion_figure(ev)
+        self.mlflow.log_figure(fig, "confusion_matrix.png")
+        plt.close(fig)
+        self.mlflow.log_dict(ev.report, "classification_report.json")
+        self.mlflow.log_text(ev.report_text, "classification_report.txt")
+        self.mlflow.log_dict({"labels": list(ev.class_names), "matrix": ev.confusion.tolist()}, "confusion_matrix.json")
+
+    def log_model(self, classifier: torch.nn.Module, x_example: torch.Tensor, class_names: tuple[str, ...]) -> str:
+        """Log `classifier` (inputs -> K class probabilities) with a signature; returns the model URI."""
+        from mlflow.models import infer_signature
+
+        classifier = classifier.cpu().eval()
+        example = x_example[:4].cpu().numpy()
+        with torch.no_grad():
+            probs = classifier(torch.from_numpy(example)).numpy()
+        info = self.mlflow.pytorch.log_model(
+            classifier, name="model", signature=infer_signature(example, probs), input_example=example,
+            metadata={"class_names": list(class_names)},
+        )
+        return info.model_uri
+
+    def log_checkpoint(self, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "checkpoint.pt"
+            torch.save(state, path)
+            self.mlflow.log_artifact(str(path))
+
+    def finish(self, summary: dict[str, Any], stop_reason: str) -> None:
+        self.mlflow.set_tag("stop_reason", stop_reason)
+        self.mlflow.log_text(json.dumps(summary, indent=2), "summary.json")
+
+
+def _param(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)

@@ -1,0 +1,61 @@
+"""Network shapes and the K+1 output convention."""
+import pytest
+import torch
+
+from ssgan.config import ModelConfig
+from ssgan.errors import ConfigError
+from ssgan.models import Classifier, build_discriminator, build_generator, sample_noise
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("fake_logit,outputs", [("fixed_zero", 10), ("explicit", 11)])
+def test_discriminator_returns_logits_and_features(arch, fake_logit, outputs):
+    cfg = ModelConfig(arch=arch, fake_logit=fake_logit, d_hidden=(64, 32), conv_width=8)
+    D = build_discriminator(cfg, (1, 28, 28), 10)
+    logits, features = D(torch.randn(5, 1, 28, 28))
+    assert logits.shape == (5, outputs)
+    assert features.dim() == 2 and features.shape[0] == 5
+
+
+def test_salimans_mlp_layer_sizes():
+    D = build_discriminator(ModelConfig(), (1, 28, 28), 10)
+    sizes = [m.v.shape for m in D.modules() if hasattr(m, "v")]
+    assert sizes == [(1000, 784), (500, 1000), (250, 500), (250, 250), (250, 250), (10, 250)]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("scale,lo,hi", [("tanh", -1.0, 1.0), ("sigmoid", 0.0, 1.0)])
+def test_generator_output_shape_and_range(arch, scale, lo, hi):
+    cfg = ModelConfig(arch=arch, g_hidden=(32,), noise_dim=16, conv_width=8)
+    G = build_generator(cfg, (1, 8, 8), scale)
+    x = G(sample_noise(6, 16, "cpu"))
+    assert x.shape == (6, 1, 8, 8)
+    assert lo <= x.min().item() and x.max().item() <= hi
+
+
+def test_generator_for_tabular_features():
+    G = build_generator(ModelConfig(g_hidden=(16,), noise_dim=4), (13,), "tanh")
+    assert G(sample_noise(3, 4, "cpu")).shape == (3, 13)
+
+
+def test_noise_only_in_training_mode():
+    D = build_discriminator(ModelConfig(d_hidden=(16,)), (4,), 2)
+    x = torch.randn(3, 4)
+    D.eval()
+    assert torch.equal(D(x)[0], D(x)[0])
+    D.train()
+    assert not torch.equal(D(x)[0], D(x)[0])
+
+
+def test_classifier_wrapper_gives_probabilities_over_real_classes():
+    D = build_discriminator(ModelConfig(d_hidden=(16,), fake_logit="explicit"), (4,), 3).eval()
+    probs = Classifier(D, 3)(torch.randn(7, 4))
+    assert probs.shape == (7, 3)
+    assert torch.allclose(probs.sum(1), torch.ones(7))
+
+
+def test_conv_needs_images_divisible_by_4():
+    with pytest.raises(ConfigError, match="model.arch=conv"):
+        build_discriminator(ModelConfig(arch="conv"), (1, 10, 10), 3)
+    with pytest.raises(ConfigError, match="model.arch=conv"):
+        build_discriminator(ModelConfig(arch="conv"), (13,), 3)
