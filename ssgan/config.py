@@ -43,6 +43,7 @@ class ModelConfig:
     activation: Literal["relu", "leaky_relu"] = "relu"
     leaky_slope: float = 0.2
     fake_logit: Literal["fixed_zero", "explicit"] = "fixed_zero"  # K+1-th logit fixed at 0, or learned
+    data_init: bool = False  # data-dependent init of D's weight-normed layers (Salimans & Kingma 2016)
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,41 @@ class GaussianNoise(nn.Module):
 
 
 class WeightNormLinear(nn.Module):
-    """y = g * (v / ||v||) x + b, per output unit (Salimans & Kingma 2016, "Weight Normalization")."""
+    """y = g * (v / ||v||) x + b, per output unit (Salimans & Kingma 2016, "Weight Normalization").
+
+    `init_from_data` applies the paper's data-dependent initialization: on the next forward, g and b
+    are set so that the layer's pre-activations have zero mean and unit variance on that batch.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         self.v = nn.Parameter(torch.randn(out_features, in_features) * 0.05)
         self.g = nn.Parameter(torch.ones(out_features))
         self.b = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._init_pending = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._init_pending:
+            self._init_pending = False
+            with torch.no_grad():
+                t = nn.functional.linear(x, self.v / self.v.norm(dim=1, keepdim=True))  # (B, out)
+                std = t.std(dim=0) + 1e-6
+                self.g.copy_(1.0 / std)
+                if self.b is not None:
+                    self.b.copy_(-t.mean(dim=0) / std)
         weight = self.v * (self.g / self.v.norm(dim=1)).unsqueeze(1)  # (out, in)
         return nn.functional.linear(x, weight, self.b)
+
+
+@torch.no_grad()
+def init_from_data(model: nn.Module, *inputs: torch.Tensor) -> None:
+    """Data-dependent init of every weight-normed layer of `model`, layer by layer, on one batch."""
+    layers = [m for m in model.modules() if isinstance(m, WeightNormLinear)]
+    if not layers:
+        return
+    for m in layers:
+        m._init_pending = True
+    model(*inputs)
 
 
 def _activation(cfg: ModelConfig) -> nn.Module:

@@ -31,7 +31,7 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
         tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
         result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress)
         ev = evaluate(result.classifier, split.x_test, split.y_test, split.class_names)
-        tracker.log_evaluation(ev)
+        tracker.log_evaluation(ev, step=len(result.history))
         model_uri = None
         if cfg.tracking.log_model:
             tracker.log_checkpoint({

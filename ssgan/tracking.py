@@ -97,15 +97,19 @@ class RunLogger:
         generator.train(was_training)
         if x.dim() != 4:  # (B, C, H, W) images only
             return None
+        zoom = -(-32 // x.shape[-1])  # small images (digits are 8x8) are enlarged to >= 32 px, nearest
+        x = x.repeat_interleave(zoom, dim=-1).repeat_interleave(zoom, dim=-2)
         lo = -1.0 if self.cfg.data.scale == "tanh" else 0.0
         grid = make_grid(x, nrow=int(np.sqrt(n)), normalize=True, value_range=(lo, 1.0), pad_value=1.0)
         return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
-    def log_evaluation(self, ev) -> None:
-        from ssgan.evaluate import confusion_figure
+    def log_evaluation(self, ev, step: int) -> None:
+        """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow."""
         import matplotlib.pyplot as plt
 
-        self.mlflow.log_metrics(ev.metrics())
+        from ssgan.evaluate import confusion_figure
+
+        self.mlflow.log_metrics(ev.metrics(), step=step)
         fig = confusion_figure(ev)
         self.mlflow.log_figure(fig, "confusion_matrix.png")
         plt.close(fig)

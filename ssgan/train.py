@@ -23,7 +23,7 @@ from ssgan.config import Config, TrainConfig
 from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.losses import feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
-from ssgan.models import build_discriminator, build_generator, sample_noise
+from ssgan.models import build_discriminator, build_generator, init_from_data, sample_noise
 
 log = logging.getLogger("ssgan")
 
@@ -54,9 +54,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> Nets:
+def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, device: torch.device,
+               x_init: Optional[torch.Tensor] = None) -> Nets:
+    """D (and G in ssgan mode) with their Adam optimizers; `x_init` is a batch of training inputs for the
+    data-dependent init of weight-normed layers (Salimans & Kingma 2016)."""
     t = cfg.train
     D = build_discriminator(cfg.model, input_shape, num_classes).to(device)
+    if cfg.model.data_init and x_init is not None:
+        init_from_data(D, x_init)
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     G, opt_g = None, None
     if cfg.mode == "ssgan":
@@ -164,11 +169,11 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     t = cfg.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
-    nets = build_nets(cfg, split.input_shape, split.num_classes, device)
+    x_train, y_train = split.x_train.to(device), split.y_train.to(device)  # device-resident data
+    init_idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed))[:500]
+    nets = build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_train[init_idx.to(device)])
     ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else nets.D
-
-    x_train, y_train = split.x_train.to(device), split.y_train.to(device)  # device-resident data
     idx_lb = split.labeled_idx.to(device)
     x_test = split.x_test.to(device)
     n_ulb, bs = len(x_train), t.batch_size
@@ -205,8 +210,9 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
                     sums[k] = sums.get(k, 0) + v
             # Host sync once per epoch: read the summed losses and evaluate.
             metrics = {k: float(v) / steps for k, v in sums.items()}
-            probs = predict_proba(evaluated, x_test, split.num_classes)
-            metrics["test_accuracy"] = float((probs.argmax(1) == split.y_test).float().mean())
+            metrics["test_accuracy"] = _accuracy(evaluated, x_test, split)
+            if ema:  # the raw weights too, to see what the average buys
+                metrics["test_accuracy_raw"] = _accuracy(nets.D, x_test, split)
             metrics["lr"] = nets.opt_d.param_groups[0]["lr"]
             metrics["epoch_seconds"] = time.perf_counter() - epoch_start
             result.history.append(metrics)
@@ -221,6 +227,10 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     if nets.G is not None:
         nets.G.eval()
     return result
+
+
+def _accuracy(model: nn.Module, x_test: torch.Tensor, split: Split) -> float:
+    return float((predict_proba(model, x_test, split.num_classes).argmax(1) == split.y_test).float().mean())
 
 
 def _index_stream(n: int, batch_size: int, gen: torch.Generator):

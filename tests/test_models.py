@@ -59,3 +59,15 @@ def test_conv_needs_images_divisible_by_4():
         build_discriminator(ModelConfig(arch="conv"), (1, 10, 10), 3)
     with pytest.raises(ConfigError, match="model.arch=conv"):
         build_discriminator(ModelConfig(arch="conv"), (13,), 3)
+
+
+def test_data_dependent_init_normalizes_pre_activations():
+    from ssgan.models import WeightNormLinear, init_from_data
+
+    layer = WeightNormLinear(6, 4)
+    x = torch.randn(256, 6) * 5 + 3
+    init_from_data(layer, x)
+    out = layer(x)
+    assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(out.std(0), torch.ones(4), atol=1e-3)
+    assert not layer._init_pending  # only the one batch
