@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -43,7 +44,43 @@ def train(config_path, overrides, mode, out_dir) -> None:
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
     summary = run_training(cfg, out_dir)
-    click.echo(json.dumps({k: summary[k] for k in ("run_id", "mode", "labels", "test_accuracy")}))
+    click.echo(json.dumps({k: summary[k] for k in ("run_id", "mode", "labels", "test_accuracy", "stop_reason")}))
+    if summary["stop_reason"] not in ("completed", "interrupted"):
+        click.echo(f"stopped early ({summary['stop_reason']}): {summary['stop_message']}; "
+                   f"the last good epoch's weights and all metrics are in run {summary['run_id']}", err=True)
+        sys.exit(3)
+
+
+@cli.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Base YAML config.")
+@click.option("--tricks", "tricks", required=True, help="Comma-separated tricks to toggle, e.g. label_smoothing,dropout.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Split seeds 0..N-1 per variant.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="ablation", show_default=True)
+def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
+    """Train the base config and one variant per trick (toggled) over several seeds; report the differences."""
+    from ssgan.ablate import TOGGLES, run_ablation
+
+    names = [t.strip() for t in tricks.split(",") if t.strip()]
+    if not names:
+        raise SSGANError(f"--tricks is empty; choose from {', '.join(TOGGLES)}")
+    summary = run_ablation(load_config(config_path, overrides), names, seeds, out_dir)
+    click.echo((Path(out_dir) / "ablation.md").read_text(), nl=False)
+    click.echo(f"parent run {summary['parent_run_id']}; table, JSON and chart in {out_dir}/", err=True)
+
+
+@cli.command()
+@click.option("--model", "model_ref", required=True, help="An MLflow run id or a checkpoint.pt path.")
+@click.option("--class", "class_name", help="Class to draw (conditional generators).")
+@click.option("-n", "count", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tracking-uri", help="MLflow store holding the run (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+def sample(model_ref, class_name, count, seed, tracking_uri, out_path) -> None:
+    """Write a grid of generated samples from a trained run."""
+    from ssgan.samples import write_samples
+
+    click.echo(str(write_samples(model_ref, out_path, count, class_name, seed, tracking_uri)))
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ class ModelConfig:
     noise_dim: int = 100
     input_noise: float = 0.3  # std of Gaussian noise added to D's input (training only)
     hidden_noise: float = 0.5  # std of Gaussian noise added to D's hidden layers (mlp)
-    activation: Literal["relu", "leaky_relu"] = "relu"
+    activation: Literal["relu", "leaky_relu"] = "leaky_relu"
     leaky_slope: float = 0.2
     fake_logit: Literal["fixed_zero", "explicit"] = "fixed_zero"  # K+1-th logit fixed at 0, or learned
     data_init: bool = False  # data-dependent init of D's weight-normed layers (Salimans & Kingma 2016)
@@ -54,13 +54,50 @@ class TrainConfig:
     lr: float = 3e-3
     beta1: float = 0.5
     beta2: float = 0.999
-    lr_schedule: Literal["constant", "linear_decay", "cosine"] = "linear_decay"
-    decay_start: float = 0.667  # linear_decay: fraction of training after which lr falls linearly to 0
+    lr_schedule: Literal["constant", "linear_decay", "cosine", "step"] = "linear_decay"
+    decay_start: float = 0.667  # linear_decay: lr falls linearly to 0 after this fraction of training;
+    #                             step: lr is multiplied by step_gamma at this fraction (and again at each multiple)
+    step_gamma: float = 0.1
     unsup_weight: float = 1.0  # weight of the real/fake loss in D's objective
     gen_loss: Literal["feature_matching", "non_saturating"] = "feature_matching"
     ema_decay: float = 0.999  # EMA of D's weights used for evaluation; 0 = evaluate raw weights
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """No early stopping, but a stop (or a warning) when training has visibly failed."""
+
+    action: Literal["stop", "warn", "off"] = "stop"
+    d_loss_below: float = 1e-3  # D's loss under this ...
+    patience: int = 200  # ... for this many consecutive steps: D has won, G learns nothing
+    min_diversity: float = 0.0  # relative diversity of generated samples under this = mode collapse (0 = off)
+
+
+@dataclass(frozen=True)
+class TricksConfig:
+    """The stabilizing tricks of the GAN literature, each a switch (README: "Tricks")."""
+
+    label_smoothing: bool = False  # one-sided: D's "real" targets ~ U(smoothing_range), fakes stay 0
+    smoothing_range: tuple[float, ...] = (0.9, 1.0)
+    label_flip: bool = False  # swap a fraction of D's real/fake targets
+    flip_fraction: float = 0.05
+    gaussian_noise: bool = True  # D's Gaussian noise layers (std: model.input_noise, model.hidden_noise)
+    noise_anneal: bool = False  # scale that noise linearly from 1 to 0 over training
+    dropout: float = 0.0  # dropout after every hidden layer of D
+    d_norm: Literal["recipe", "batch", "instance", "layer", "weight", "spectral", "none"] = "recipe"  # recipe: mlp weight, conv batch
+    g_norm: Literal["recipe", "batch", "instance", "layer", "weight", "spectral", "none"] = "recipe"  # recipe: batch
+    downsample: Literal["strided", "pool"] = "strided"  # conv D: strided convs, or stride-1 convs + average pooling
+    optimizer: Literal["adam", "sgd"] = "adam"  # adam: betas train.beta1, train.beta2; sgd: with `momentum`
+    momentum: float = 0.9  # sgd only
+    lr_d: Optional[float] = None  # D's learning rate; null = train.lr
+    lr_g: Optional[float] = None  # G's learning rate; null = train.lr
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    conditional: bool = False  # G(z, c); D learns to put G(z, c) in class c as well as to call it fake (AC-GAN)
+    condition: Literal["onehot", "embedding"] = "onehot"
+    cond_weight: float = 1.0  # weight of the class term on generated samples, in D's and G's losses
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tricks: TricksConfig = field(default_factory=TricksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -106,6 +144,19 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "auto, cpu, cuda or cuda:N",
     ),
     "tracking.sample_every": (lambda v: v >= 0, ">= 0"),
+    "train.step_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "tricks.smoothing_range": (lambda v: len(v) == 2 and 0.5 < v[0] <= v[1] <= 1.0,
+                               "[low, high] with 0.5 < low <= high <= 1"),
+    "tricks.flip_fraction": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "tricks.dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "tricks.momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "tricks.lr_d": (lambda v: v is None or v > 0, "> 0 or null"),
+    "tricks.lr_g": (lambda v: v is None or v > 0, "> 0 or null"),
+    "tricks.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "tricks.cond_weight": (lambda v: v >= 0, ">= 0"),
+    "tricks.watchdog.d_loss_below": (lambda v: v >= 0, ">= 0"),
+    "tricks.watchdog.patience": (lambda v: v >= 1, ">= 1"),
+    "tricks.watchdog.min_diversity": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
 
 
@@ -235,6 +286,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)

@@ -7,6 +7,8 @@ exact and never overflows, even for logits of +-1000.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -28,13 +30,28 @@ def supervised_loss(logits_lb: torch.Tensor, y_lb: torch.Tensor, num_classes: in
     return F.cross_entropy(logits_lb[:, :num_classes], y_lb)
 
 
-def unsupervised_loss(logits_ulb: torch.Tensor, logits_fake: torch.Tensor, num_classes: int) -> torch.Tensor:
+def unsupervised_loss(
+    logits_ulb: torch.Tensor,
+    logits_fake: torch.Tensor,
+    num_classes: int,
+    target_ulb: Optional[torch.Tensor] = None,
+    target_fake: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Real/fake loss of D: -E_x log D(x) - E_z log(1 - D(G(z))).
 
-    -log D = softplus(-r) and -log(1 - D) = softplus(r).
+    -log D = softplus(-r) and -log(1 - D) = softplus(r). With soft or flipped "is real" targets
+    t (one-sided label smoothing, label flipping) each term is the binary cross-entropy
+    t * softplus(-r) + (1 - t) * softplus(r); the defaults t = 1 for x and t = 0 for G(z) give the
+    plain loss above exactly.
     """
     r_real, r_fake = real_logit(logits_ulb, num_classes), real_logit(logits_fake, num_classes)
-    return F.softplus(-r_real).mean() + F.softplus(r_fake).mean()
+    real_term = F.softplus(-r_real) if target_ulb is None else _bce_with_logit(r_real, target_ulb)
+    fake_term = F.softplus(r_fake) if target_fake is None else _bce_with_logit(r_fake, target_fake)
+    return real_term.mean() + fake_term.mean()
+
+
+def _bce_with_logit(r: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return target * F.softplus(-r) + (1.0 - target) * F.softplus(r)
 
 
 def feature_matching_loss(feat_real: torch.Tensor, feat_fake: torch.Tensor) -> torch.Tensor:

@@ -13,20 +13,23 @@ import math
 import torch
 from torch import nn
 
-from ssgan.config import ModelConfig
+from typing import Optional
+
+from ssgan.config import ModelConfig, TricksConfig
 from ssgan.errors import ConfigError
 
 
 class GaussianNoise(nn.Module):
-    """Adds N(0, std^2) noise in training mode only (Salimans et al. 2016's MNIST discriminator)."""
+    """Adds N(0, (scale * std)^2) noise in training mode only (Salimans et al. 2016's MNIST
+    discriminator). `scale` is set by the training loop: 1 as configured, 0 off, or annealed."""
 
     def __init__(self, std: float):
         super().__init__()
-        self.std = std
+        self.std, self.scale = std, 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.std > 0:
-            return x + torch.randn_like(x) * self.std
+        if self.training and self.std * self.scale > 0:
+            return x + torch.randn_like(x) * (self.std * self.scale)
         return x
 
 
@@ -72,62 +75,133 @@ def _activation(cfg: ModelConfig) -> nn.Module:
     return nn.LeakyReLU(cfg.leaky_slope) if cfg.activation == "leaky_relu" else nn.ReLU()
 
 
+def _dropout(p: float) -> list[nn.Module]:
+    return [nn.Dropout(p)] if p > 0 else []
+
+
 def _num_outputs(cfg: ModelConfig, num_classes: int) -> int:
     return num_classes + 1 if cfg.fake_logit == "explicit" else num_classes
+
+
+def _dense(n_in: int, n_out: int, norm: str) -> list[nn.Module]:
+    """A dense layer with the chosen normalization (tricks.d_norm / tricks.g_norm)."""
+    if norm == "weight":
+        return [WeightNormLinear(n_in, n_out)]
+    if norm == "spectral":
+        return [nn.utils.parametrizations.spectral_norm(nn.Linear(n_in, n_out))]
+    if norm == "batch":
+        return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out)]
+    if norm == "layer":
+        return [nn.Linear(n_in, n_out), nn.LayerNorm(n_out)]
+    return [nn.Linear(n_in, n_out)]  # none
+
+
+def _conv(conv: nn.Module, channels: int, norm: str, two_d: bool = True) -> list[nn.Module]:
+    """A (transposed) conv layer with the chosen normalization."""
+    if norm == "weight":
+        return [nn.utils.parametrizations.weight_norm(conv)]
+    if norm == "spectral":
+        return [nn.utils.parametrizations.spectral_norm(conv)]
+    if norm == "batch":
+        return [conv, nn.BatchNorm2d(channels)]
+    if norm == "instance":
+        return [conv, nn.InstanceNorm2d(channels, affine=True)]
+    if norm == "layer":
+        return [conv, nn.GroupNorm(1, channels)]
+    return [conv]  # none
+
+
+def _norm(choice: str, recipe: str) -> str:
+    return recipe if choice == "recipe" else choice
 
 
 class MLPDiscriminator(nn.Module):
     """Permutation-invariant MLP of Salimans et al. 2016 (MNIST: 784-1000-500-250-250-250-K).
 
-    Weight-normalized dense layers, Gaussian noise on the input (std 0.3) and before every
-    further layer (std 0.5).
+    Weight-normalized dense layers (recipe; tricks.d_norm changes it), Gaussian noise on the input
+    (std 0.3) and before every further layer (std 0.5), optional dropout after each hidden layer.
     """
 
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, tricks: TricksConfig):
         super().__init__()
+        norm = _norm(tricks.d_norm, "weight")
         sizes = (math.prod(input_shape), *cfg.d_hidden)
         layers: list[nn.Module] = [nn.Flatten(), GaussianNoise(cfg.input_noise)]
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i > 0:
                 layers.append(GaussianNoise(cfg.hidden_noise))
-            layers += [WeightNormLinear(n_in, n_out), _activation(cfg)]
+            layers += [*_dense(n_in, n_out, norm), _activation(cfg), *_dropout(tricks.dropout)]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(GaussianNoise(cfg.hidden_noise), WeightNormLinear(sizes[-1], _num_outputs(cfg, num_classes)))
+        head_norm = norm if norm in ("weight", "spectral") else "none"  # no batch/layer norm on the logits
+        self.head = nn.Sequential(GaussianNoise(cfg.hidden_noise), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)  # (B, d_hidden[-1])
         return self.head(features), features  # (B, K or K+1), (B, F)
 
 
-class MLPGenerator(nn.Module):
-    """z ~ U(0, 1)^noise_dim -> softplus dense layers with batch norm -> weight-normed output layer."""
+class ClassCondition(nn.Module):
+    """The class condition fed to a conditional generator next to the noise: one-hot or a learned
+    embedding of the class index. Unconditional generators have `dim == 0` and ignore `c`."""
 
-    def __init__(self, cfg: ModelConfig, output_shape: tuple[int, ...], out_act: nn.Module):
+    def __init__(self, kind: Optional[str], num_classes: int, embed_dim: int = 16):
         super().__init__()
-        self.noise_dim, self.output_shape = cfg.noise_dim, output_shape
-        sizes = (cfg.noise_dim, *cfg.g_hidden)
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, embed_dim) if kind == "embedding" else None
+        self.dim = 0 if kind is None else (embed_dim if self.embed is not None else num_classes)
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.dim == 0:
+            return z
+        if c is None:
+            raise ValueError("a conditional generator needs class indices c")
+        cond = self.embed(c) if self.embed is not None else nn.functional.one_hot(c, self.num_classes).to(z.dtype)
+        return torch.cat([z, cond], dim=1)  # (B, noise_dim + dim)
+
+
+class MLPGenerator(nn.Module):
+    """z ~ U(0, 1)^noise_dim -> softplus dense layers with batch norm (recipe; tricks.g_norm changes it)
+    -> weight-normed output layer."""
+
+    def __init__(self, cfg: ModelConfig, output_shape: tuple[int, ...], out_act: nn.Module, tricks: TricksConfig,
+                 condition: ClassCondition):
+        super().__init__()
+        norm = _norm(tricks.g_norm, "batch")
+        self.noise_dim, self.output_shape, self.condition = cfg.noise_dim, output_shape, condition
+        sizes = (cfg.noise_dim + condition.dim, *cfg.g_hidden)
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.Softplus()]
+            layers += [*_dense(n_in, n_out, norm), nn.Softplus()]
         layers += [WeightNormLinear(sizes[-1], math.prod(output_shape)), out_act]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *self.output_shape)  # (B, *output_shape)
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(self.condition(z, c)).view(-1, *self.output_shape)  # (B, *output_shape)
 
 
 class ConvDiscriminator(nn.Module):
-    """DCGAN-style: strided 4x4 convs (each halves H and W), LeakyReLU, no pooling, linear head."""
+    """DCGAN-style: 4x4 convs that halve H and W — strided (recipe) or stride 1 + 2x2 average pooling
+    (tricks.downsample=pool) — LeakyReLU (model.activation), batch norm (recipe; tricks.d_norm), linear head."""
 
-    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, tricks: TricksConfig):
         super().__init__()
         c, h, w = _image_shape(input_shape)
-        width = cfg.conv_width
+        norm, width = _norm(tricks.d_norm, "batch"), cfg.conv_width
+        first_norm = norm if norm in ("weight", "spectral") else "none"  # DCGAN: no norm on the first layer
+
+        def down(c_in: int, c_out: int) -> list[nn.Module]:  # (B, c_in, H, W) -> (B, c_out, H/2, W/2)
+            if tricks.downsample == "pool":
+                return [*_conv(nn.Conv2d(c_in, c_out, 3, 1, 1), c_out, norm), nn.AvgPool2d(2)]
+            return _conv(nn.Conv2d(c_in, c_out, 4, 2, 1), c_out, norm)
+
+        def act() -> list[nn.Module]:
+            return [_activation(cfg), *_dropout(tricks.dropout)]
+
         self.body = nn.Sequential(
             GaussianNoise(cfg.input_noise),
-            nn.Conv2d(c, width, 3, 1, 1), nn.LeakyReLU(cfg.leaky_slope),  # (B, w, H, W)
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(cfg.leaky_slope),  # H/2
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.BatchNorm2d(4 * width), nn.LeakyReLU(cfg.leaky_slope),  # H/4
+            *_conv(nn.Conv2d(c, width, 3, 1, 1), width, first_norm), *act(),  # (B, w, H, W)
+            *down(width, 2 * width), *act(),  # (B, 2w, H/2, W/2)
+            *down(2 * width, 4 * width), *act(),  # (B, 4w, H/4, W/4)
             nn.Flatten(),  # (B, 4w * H/4 * W/4)
         )
         self.head = nn.Linear(4 * width * (h // 4) * (w // 4), _num_outputs(cfg, num_classes))
@@ -138,23 +212,24 @@ class ConvDiscriminator(nn.Module):
 
 
 class ConvGenerator(nn.Module):
-    """z -> (4w, H/4, W/4) -> two stride-2 transposed convs with batch norm -> (C, H, W)."""
+    """z -> (4w, H/4, W/4) -> two stride-2 transposed convs with batch norm (recipe; tricks.g_norm) -> (C, H, W)."""
 
-    def __init__(self, cfg: ModelConfig, output_shape: tuple[int, ...], out_act: nn.Module):
+    def __init__(self, cfg: ModelConfig, output_shape: tuple[int, ...], out_act: nn.Module, tricks: TricksConfig,
+                 condition: ClassCondition):
         super().__init__()
         c, h, w = _image_shape(output_shape)
-        width = cfg.conv_width
-        self.noise_dim, self.start = cfg.noise_dim, (4 * width, h // 4, w // 4)
+        norm, width = _norm(tricks.g_norm, "batch"), cfg.conv_width
+        self.noise_dim, self.start, self.condition = cfg.noise_dim, (4 * width, h // 4, w // 4), condition
         self.project = nn.Sequential(
-            nn.Linear(cfg.noise_dim, math.prod(self.start), bias=False), nn.BatchNorm1d(math.prod(self.start)), nn.ReLU()
-        )
+            *_dense(cfg.noise_dim + condition.dim, math.prod(self.start), "batch" if norm == "batch" else "none"),
+                                     nn.ReLU())
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),  # H/2
+            *_conv(nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), 2 * width, norm), nn.ReLU(),  # (B, 2w, H/2, W/2)
             nn.ConvTranspose2d(2 * width, c, 4, 2, 1), out_act,  # (B, C, H, W)
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.project(z).view(-1, *self.start))
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(self.project(self.condition(z, c)).view(-1, *self.start))
 
 
 class Classifier(nn.Module):
@@ -169,16 +244,36 @@ class Classifier(nn.Module):
         return torch.softmax(logits[:, : self.num_classes], dim=1)  # (B, K)
 
 
-def build_discriminator(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_discriminator(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+                        tricks: Optional[TricksConfig] = None) -> nn.Module:
+    tricks = tricks or TricksConfig()
+    check_tricks_apply(cfg, tricks)
     cls = ConvDiscriminator if cfg.arch == "conv" else MLPDiscriminator
-    return cls(cfg, input_shape, num_classes)
+    return cls(cfg, input_shape, num_classes, tricks)
 
 
-def build_generator(cfg: ModelConfig, output_shape: tuple[int, ...], scale: str) -> nn.Module:
-    """The generator's output activation matches the data's range: tanh for [-1, 1], sigmoid for [0, 1]."""
+def build_generator(cfg: ModelConfig, output_shape: tuple[int, ...], scale: str,
+                    tricks: Optional[TricksConfig] = None, num_classes: int = 0) -> nn.Module:
+    """The generator's output activation matches the data's range: tanh for [-1, 1], sigmoid for [0, 1].
+    With `tricks.conditional` it also takes class indices: G(z, c)."""
+    tricks = tricks or TricksConfig()
+    check_tricks_apply(cfg, tricks)
     out_act = nn.Tanh() if scale == "tanh" else nn.Sigmoid()
+    condition = ClassCondition(tricks.condition if tricks.conditional else None, num_classes)
     cls = ConvGenerator if cfg.arch == "conv" else MLPGenerator
-    return cls(cfg, output_shape, out_act)
+    return cls(cfg, output_shape, out_act, tricks, condition)
+
+
+def check_tricks_apply(cfg: ModelConfig, tricks: TricksConfig) -> None:
+    """Reject switches that have no meaning for the chosen architecture."""
+    if cfg.arch == "mlp":
+        for key, value in (("tricks.d_norm", tricks.d_norm), ("tricks.g_norm", tricks.g_norm)):
+            if value == "instance":
+                raise ConfigError(f"{key}=instance does not apply to model.arch=mlp (no spatial dimensions); "
+                                  "use batch, layer, weight, spectral or none")
+        if tricks.downsample == "pool":
+            raise ConfigError("tricks.downsample=pool does not apply to model.arch=mlp (nothing to downsample); "
+                              "use model.arch=conv")
 
 
 def sample_noise(n: int, noise_dim: int, device: torch.device | str) -> torch.Tensor:

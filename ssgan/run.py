@@ -19,16 +19,21 @@ from ssgan.train import fit, resolve_device
 log = logging.getLogger("ssgan")
 
 
-def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None) -> dict[str, Any]:
-    """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json)."""
+def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
+                 nested: bool = False, tags: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json).
+
+    `nested=True` opens the run as a child of the active run (ablations, comparisons)."""
     import mlflow
 
     split = load_split(cfg.data)  # data errors surface before a run is opened
     experiment_id = use_store(cfg)
     log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
              cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name, nested=nested) as run:
         tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
+        if tags:
+            mlflow.set_tags(tags)
         result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress)
         ev = evaluate(result.classifier, split.x_test, split.y_test, split.class_names)
         tracker.log_evaluation(ev, step=len(result.history))
@@ -54,6 +59,8 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
             "epochs": cfg.train.epochs,
             "epochs_completed": len(result.history),
             "stop_reason": result.stop_reason,
+            "stop_message": result.stop_message,
+            "watchdog_warnings": result.watchdog_warnings,
             "wall_clock_seconds": round(result.seconds, 3),
             "device": str(resolve_device(cfg.train.device)),
             "hardware": _hardware(),

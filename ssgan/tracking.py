@@ -83,25 +83,17 @@ class RunLogger:
             if grid is not None:
                 self.mlflow.log_image(grid, key="samples", step=epoch)
 
-    @torch.no_grad()
     def sample_grid(self, generator: torch.nn.Module, n: int = 100) -> Optional[np.ndarray]:
-        """A (H, W, 3) uint8 grid of samples from a fixed noise batch; None for non-image data."""
-        from torchvision.utils import make_grid
+        """Grid of samples from a fixed noise batch (one row per class for a conditional G)."""
+        from ssgan.samples import sample_grid
 
-        device = next(generator.parameters()).device
+        rows = int(np.sqrt(n))
         if self._fixed_z is None:
             self._fixed_z = torch.rand(n, generator.noise_dim, generator=torch.Generator().manual_seed(0))
-        was_training = generator.training
-        generator.eval()
-        x = generator(self._fixed_z.to(device)).float().cpu()
-        generator.train(was_training)
-        if x.dim() != 4:  # (B, C, H, W) images only
-            return None
-        zoom = -(-32 // x.shape[-1])  # small images (digits are 8x8) are enlarged to >= 32 px, nearest
-        x = x.repeat_interleave(zoom, dim=-1).repeat_interleave(zoom, dim=-2)
-        lo = -1.0 if self.cfg.data.scale == "tanh" else 0.0
-        grid = make_grid(x, nrow=int(np.sqrt(n)), normalize=True, value_range=(lo, 1.0), pad_value=1.0)
-        return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        classes = None
+        if generator.condition.dim:
+            classes = (torch.arange(n) // rows) % generator.condition.num_classes
+        return sample_grid(generator, self._fixed_z, classes, self.cfg.data.scale, nrow=rows)
 
     def log_evaluation(self, ev, step: int) -> None:
         """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -19,11 +18,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssgan.config import Config, TrainConfig
+from ssgan.config import Config
 from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.losses import feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
 from ssgan.models import build_discriminator, build_generator, init_from_data, sample_noise
+from ssgan.monitor import collapse_metrics
+from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_noise_scale
+from ssgan.watchdog import Watchdog
 
 log = logging.getLogger("ssgan")
 
@@ -42,7 +44,9 @@ class TrainResult:
     classifier: nn.Module  # the EMA discriminator (or the raw one when ema_decay = 0), in eval mode
     generator: Optional[nn.Module]
     history: list[dict[str, float]] = field(default_factory=list)
-    stop_reason: str = "completed"
+    stop_reason: str = "completed"  # completed | interrupted | d_loss_collapse | non_finite_loss | mode_collapse
+    stop_message: str = ""
+    watchdog_warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -56,37 +60,45 @@ def resolve_device(name: str) -> torch.device:
 
 def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, device: torch.device,
                x_init: Optional[torch.Tensor] = None) -> Nets:
-    """D (and G in ssgan mode) with their Adam optimizers; `x_init` is a batch of training inputs for the
+    """D (and G in ssgan mode) with their optimizers; `x_init` is a batch of training inputs for the
     data-dependent init of weight-normed layers (Salimans & Kingma 2016)."""
-    t = cfg.train
-    D = build_discriminator(cfg.model, input_shape, num_classes).to(device)
+    t, tricks = cfg.train, cfg.tricks
+    D = build_discriminator(cfg.model, input_shape, num_classes, tricks).to(device)
     if cfg.model.data_init and x_init is not None:
         init_from_data(D, x_init)
-    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks)
     G, opt_g = None, None
     if cfg.mode == "ssgan":
-        G = build_generator(cfg.model, input_shape, cfg.data.scale).to(device)
-        opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        G = build_generator(cfg.model, input_shape, cfg.data.scale, tricks, num_classes).to(device)
+        opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks)
     return Nets(D, G, opt_d, opt_g, num_classes)
 
 
-def train_step(nets: Nets, cfg: TrainConfig, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> dict[str, torch.Tensor]:
+def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> dict[str, torch.Tensor]:
     """One update of D, then (ssgan mode) one update of G. Returns detached losses (no host sync)."""
     D, G, K = nets.D, nets.G, nets.num_classes
 
     # (1) Update D: minimize L_sup = -log p(y | x_lb, real)                              [supervised]
     #               + unsup_weight * L_unsup, L_unsup = -log D(x_ulb) - log(1 - D(G(z)))  [ssgan only]
+    #               + cond_weight * -log p(c | G(z, c), real)      [conditional G only: AC-GAN, Odena et al. 2017]
     logits_lb, _ = D(x_lb)  # (B, K[+1]); the labeled forward comes first so both modes draw the same noise
     loss_sup = supervised_loss(logits_lb, y_lb, K)
     loss_d = loss_sup
     out = {"loss_sup": loss_sup.detach()}
     if G is not None:
-        x_fake = G(sample_noise(x_ulb.shape[0], G.noise_dim, x_ulb.device))  # (B, *input_shape)
+        c_fake = _fake_classes(G, len(x_ulb), K, x_ulb.device)  # (B,) class conditions, or None
+        x_fake = G(sample_noise(len(x_ulb), G.noise_dim, x_ulb.device), c_fake)  # (B, *input_shape)
         logits_ulb, _ = D(x_ulb)
         logits_fake, _ = D(x_fake.detach())  # no gradient into G from D's update
-        loss_unsup = unsupervised_loss(logits_ulb, logits_fake, K)
-        loss_d = loss_sup + cfg.unsup_weight * loss_unsup
+        # "is real" targets: 1 and 0, or smoothed / flipped (tricks); never used in G's update below
+        t_ulb, t_fake = real_fake_targets(len(x_ulb), len(x_fake), cfg.tricks, x_ulb.device)
+        loss_unsup = unsupervised_loss(logits_ulb, logits_fake, K, t_ulb, t_fake)
+        loss_d = loss_sup + cfg.train.unsup_weight * loss_unsup
         out["loss_unsup"] = loss_unsup.detach()
+        if c_fake is not None:
+            loss_cond = supervised_loss(logits_fake, c_fake, K)
+            loss_d = loss_d + cfg.tricks.cond_weight * loss_cond
+            out["loss_cond_d"] = loss_cond.detach()
     nets.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     nets.opt_d.step()
@@ -94,16 +106,20 @@ def train_step(nets: Nets, cfg: TrainConfig, x_lb, y_lb, x_ulb=None, x_ulb2=None
     out["train_acc_lb"] = (logits_lb[:, :K].argmax(1) == y_lb).float().mean().detach()
 
     # (2) Update G: feature matching, minimize || E f(x_ulb2) - E f(G(z)) ||^2 (Salimans et al. sec. 3.1),
-    #     or non-saturating, minimize -log D(G(z)). Only G's optimizer steps; D's grads are reset in (1).
+    #     or non-saturating, minimize -log D(G(z)); a conditional G also minimizes -log p(c | G(z, c), real).
+    #     Only G's optimizer steps; D's grads are reset in (1).
     if G is not None:
-        x_fake = G(sample_noise(x_ulb2.shape[0], G.noise_dim, x_ulb2.device))
+        c_fake = _fake_classes(G, len(x_ulb2), K, x_ulb2.device)
+        x_fake = G(sample_noise(len(x_ulb2), G.noise_dim, x_ulb2.device), c_fake)
         logits_fake, feat_fake = D(x_fake)
-        if cfg.gen_loss == "feature_matching":
+        if cfg.train.gen_loss == "feature_matching":
             with torch.no_grad():
                 _, feat_real = D(x_ulb2)
             loss_g = feature_matching_loss(feat_real, feat_fake)
         else:
             loss_g = non_saturating_loss(logits_fake, K)
+        if c_fake is not None:
+            loss_g = loss_g + cfg.tricks.cond_weight * supervised_loss(logits_fake, c_fake, K)
         nets.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         nets.opt_g.step()
@@ -111,16 +127,9 @@ def train_step(nets: Nets, cfg: TrainConfig, x_lb, y_lb, x_ulb=None, x_ulb2=None
     return out
 
 
-def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at `step` (0-based) of `total_steps`."""
-    progress = step / max(total_steps, 1)
-    if cfg.lr_schedule == "linear_decay":  # Salimans et al.: constant, then linearly to 0
-        if progress < cfg.decay_start:
-            return 1.0
-        return max(0.0, (1.0 - progress) / max(1.0 - cfg.decay_start, 1e-12))
-    if cfg.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
+def _fake_classes(G: nn.Module, n: int, num_classes: int, device: torch.device) -> Optional[torch.Tensor]:
+    """Uniformly drawn class conditions for a conditional generator; None for an unconditional one."""
+    return torch.randint(num_classes, (n,), device=device) if G.condition.dim else None
 
 
 class EMA:
@@ -163,70 +172,121 @@ EpochCallback = Callable[[int, dict[str, float], Optional[nn.Module]], None]
 def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, progress: Optional[bool] = None) -> TrainResult:
     """Train per `cfg` on `split`. `on_epoch(epoch, metrics, generator)` is called after every epoch.
 
-    `progress=None` shows tqdm bars only on a TTY. Ctrl-C stops cleanly after the current step:
-    the result holds what was trained so far and `stop_reason == "interrupted"`.
+    `progress=None` shows tqdm bars only on a TTY. Ctrl-C stops cleanly after the current step. When
+    the watchdog stops training, the networks are rolled back to the end of the last good epoch.
+    Either way the result says why training stopped (`stop_reason`).
     """
-    t = cfg.train
+    t, tricks = cfg.train, cfg.tricks
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     x_train, y_train = split.x_train.to(device), split.y_train.to(device)  # device-resident data
     init_idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed))[:500]
-    nets = build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_train[init_idx.to(device)])
+    x_probe = x_train[init_idx.to(device)]  # fixed real batch: weight-norm init and the collapse monitor
+    nets = build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe)
     ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else nets.D
-    idx_lb = split.labeled_idx.to(device)
-    x_test = split.x_test.to(device)
-    n_ulb, bs = len(x_train), t.batch_size
-    steps = t.steps_per_epoch or max(1, n_ulb // bs)
+    idx_lb, x_test = split.labeled_idx.to(device), split.x_test.to(device)
+    steps = t.steps_per_epoch or max(1, len(x_train) // t.batch_size)
     total = steps * t.epochs
-    gen_lb = torch.Generator(device="cpu").manual_seed(t.seed)  # labeled batches: same in both modes
-    gen_ulb = torch.Generator(device="cpu").manual_seed(t.seed + 1)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(t, s, total))
+    if tricks.warmup_steps > total:
+        raise ConfigError(f"tricks.warmup_steps={tricks.warmup_steps} is longer than training ({total} steps); "
+                          "lower it or train longer")
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(t, tricks, s, total))
                   for o in (nets.opt_d, nets.opt_g) if o is not None]
-    lb_stream = _index_stream(len(idx_lb), bs, gen_lb)
-    ulb_stream = _index_stream(n_ulb, bs, gen_ulb)
+    lb_stream = _index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed))  # same in both modes
+    ulb_stream = _index_stream(len(x_train), t.batch_size, torch.Generator().manual_seed(t.seed + 1))
+    z_probe = torch.rand(256, cfg.model.noise_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
+    c_probe = torch.arange(256, device=device) % split.num_classes  # every class equally, for a conditional G
+    watchdog = Watchdog(tricks.watchdog, device, adversarial=nets.G is not None)
+    check_every = min(tricks.watchdog.patience, 50)
+    good = _snapshot(nets, ema)  # the last good state, restored when the watchdog stops training
 
     result = TrainResult(classifier=evaluated, generator=nets.G)
     start = time.perf_counter()
     nets.D.train()
+    set_noise_scale(nets.D, noise_scale(tricks, 0, total))
     if nets.G is not None:
         nets.G.train()
     try:
         for epoch in range(1, t.epochs + 1):
             epoch_start = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}
-            for _ in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
+            for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
                 lb = idx_lb[next(lb_stream).to(device)]
                 x_ulb = x_ulb2 = None
                 if nets.G is not None:
                     x_ulb = x_train[next(ulb_stream).to(device)]
                     x_ulb2 = x_train[next(ulb_stream).to(device)]
-                losses = train_step(nets, t, x_train[lb], y_train[lb], x_ulb, x_ulb2)
+                if tricks.noise_anneal:
+                    set_noise_scale(nets.D, noise_scale(tricks, (epoch - 1) * steps + i, total))
+                losses = train_step(nets, cfg, x_train[lb], y_train[lb], x_ulb, x_ulb2)
                 for s in schedulers:
                     s.step()
                 if ema:
                     ema.update(nets.D)
+                watchdog.observe(losses)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0) + v
+                if (i + 1) % check_every == 0 and _watch(watchdog, result, None):
+                    break
+            if result.stop_reason != "completed":
+                break
             # Host sync once per epoch: read the summed losses and evaluate.
             metrics = {k: float(v) / steps for k, v in sums.items()}
             metrics["test_accuracy"] = _accuracy(evaluated, x_test, split)
             if ema:  # the raw weights too, to see what the average buys
                 metrics["test_accuracy_raw"] = _accuracy(nets.D, x_test, split)
+            if nets.G is not None:
+                with torch.no_grad():
+                    x_fake = nets.G.eval()(z_probe, c_probe if nets.G.condition.dim else None)
+                nets.G.train()
+                metrics.update(collapse_metrics(nets.D, x_fake, x_probe[:256], split.num_classes))
             metrics["lr"] = nets.opt_d.param_groups[0]["lr"]
             metrics["epoch_seconds"] = time.perf_counter() - epoch_start
+            if _watch(watchdog, result, metrics.get("gen_diversity")):
+                break
+            good = _snapshot(nets, ema)
             result.history.append(metrics)
             log.info("epoch %d/%d  %s", epoch, t.epochs, "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
             if on_epoch:
                 on_epoch(epoch, metrics, nets.G)
     except KeyboardInterrupt:
-        result.stop_reason = "interrupted"
+        result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
         log.warning("interrupted: keeping the %d finished epoch(s)", len(result.history))
+    if result.stop_reason not in ("completed", "interrupted"):
+        _restore(nets, ema, good)
+        log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.history), result.stop_message)
     result.seconds = time.perf_counter() - start
     evaluated.eval()
     if nets.G is not None:
         nets.G.eval()
     return result
+
+
+def _watch(watchdog: Watchdog, result: TrainResult, diversity: Optional[float]) -> bool:
+    """Apply the watchdog's verdict; True when training must stop."""
+    reason = watchdog.verdict(diversity)
+    if reason is None:
+        return False
+    if watchdog.cfg.action == "warn":
+        result.watchdog_warnings.append(reason)
+        log.warning("watchdog: %s (continuing: tricks.watchdog.action=warn)", watchdog.message(reason))
+        watchdog.reset()
+        return False
+    result.stop_reason, result.stop_message = reason, watchdog.message(reason)
+    return True
+
+
+def _snapshot(nets: Nets, ema: Optional[EMA]) -> dict[str, dict]:
+    models = {"D": nets.D, "G": nets.G, "ema": ema.model if ema else None}
+    return {k: copy.deepcopy(m.state_dict()) for k, m in models.items() if m is not None}
+
+
+def _restore(nets: Nets, ema: Optional[EMA], state: dict[str, dict]) -> None:
+    models = {"D": nets.D, "G": nets.G, "ema": ema.model if ema else None}
+    for k, m in models.items():
+        if m is not None:
+            m.load_state_dict(state[k])
 
 
 def _accuracy(model: nn.Module, x_test: torch.Tensor, split: Split) -> float:

@@ -106,3 +106,78 @@ def test_bad_csv_from_the_command_line_has_no_traceback(tmp_path):
 def test_missing_config_file_is_a_one_line_error():
     result = CliRunner().invoke(cli, ["train", "-c", "/nonexistent.yaml"])
     assert result.exit_code == 2 and result.output.strip() == "error: config file '/nonexistent.yaml' not found"
+
+
+def test_watchdog_stop_is_recorded_and_exits_3(tmp_path, npz_path, store_uri):
+    out = tmp_path / "wd"
+    result = CliRunner().invoke(cli, [
+        "-q", "train", "-c", str(ROOT / "configs/smoke.yaml"), "--out", str(out),
+        "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
+        "--set", f"tracking.uri={store_uri}", "--set", "tracking.log_model=false",
+        "--set", "tricks.watchdog.d_loss_below=1e9", "--set", "tricks.watchdog.patience=7",
+    ])
+    assert result.exit_code == 3, result.output
+    assert "stopped early (d_loss_collapse)" in result.output and "tricks.label_smoothing=true" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "d_loss_collapse" and summary["epochs_completed"] == 1
+    mlflow.set_tracking_uri(store_uri)
+    run = mlflow.MlflowClient().get_run(summary["run_id"])
+    assert run.data.tags["stop_reason"] == "d_loss_collapse"
+    assert "test_accuracy" in run.data.metrics
+
+
+def test_ablate_writes_table_json_chart_and_nested_runs(tmp_path, npz_path, store_uri):
+    out = tmp_path / "abl"
+    result = run_cli(
+        "ablate", "-c", str(ROOT / "configs/smoke.yaml"), "--tricks", "label_smoothing,gaussian_noise",
+        "--seeds", "2", "--out", str(out), "--set", "data.name=npz", "--set", f"data.path={npz_path}",
+        "--set", "data.labels=6", "--set", f"tracking.uri={store_uri}", "--set", "tracking.experiment=ablate",
+        "--set", "tracking.log_model=false",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == ["base", "label_smoothing on", "gaussian_noise off"]
+    assert all(r["n"] == 2 for r in summary["rows"]) and len(summary["runs"]) == 6
+    base = {r["seed"]: r["test_accuracy"] for r in summary["runs"] if r["variant"] == "base"}
+    smooth = [r["test_accuracy"] - base[r["seed"]] for r in summary["runs"] if r["variant"] == "label_smoothing on"]
+    assert summary["rows"][1]["diff_to_base"] == pytest.approx(sum(smooth) / 2)
+    assert "| label_smoothing on |" in (out / "ablation.md").read_text()
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+    mlflow.set_tracking_uri(store_uri)
+    client = mlflow.MlflowClient()
+    parent = summary["parent_run_id"]
+    children = mlflow.search_runs(experiment_names=["ablate"], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 6 and set(children["tags.variant"]) == {"base", "label_smoothing on", "gaussian_noise off"}
+    assert {"ablation.md", "ablation.json", "ablation.png"} <= {a.path for a in client.list_artifacts(parent)}
+
+
+def test_ablate_unknown_trick_is_a_one_line_error():
+    result = CliRunner().invoke(cli, ["ablate", "-c", str(ROOT / "configs/smoke.yaml"), "--tricks", "magic"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: unknown trick 'magic'; choose from label_smoothing")
+
+
+def test_sample_writes_a_class_grid_from_a_conditional_run(tmp_path, npz_path, store_uri):
+    out = tmp_path / "cond"
+    result = run_cli(
+        "train", "-c", str(ROOT / "configs/smoke.yaml"), "--out", str(out), "--set", "data.name=npz",
+        "--set", f"data.path={npz_path}", "--set", "data.labels=6", "--set", f"tracking.uri={store_uri}",
+        "--set", "tricks.conditional=true",
+    )
+    assert result.exit_code == 0, result.output
+    run_id = json.loads((out / "summary.json").read_text())["run_id"]
+    grid = tmp_path / "grid.png"
+    result = run_cli("sample", "--model", run_id, "--class", "2", "-n", "16", "--out", str(grid),
+                     "--tracking-uri", store_uri)
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    image = Image.open(grid)
+    assert image.size[0] > 4 * 32 and image.mode == "RGB"  # 4 x 4 samples of at least 32 px
+
+    bad = CliRunner().invoke(cli, ["sample", "--model", run_id, "--class", "7", "--out", str(grid),
+                                   "--tracking-uri", store_uri])
+    assert bad.exit_code == 2 and "--class '7' is not a class of this model; classes: 0, 1, 2" in bad.output
+    missing = CliRunner().invoke(cli, ["sample", "--model", "no-such-run", "--out", str(grid), "--tracking-uri", store_uri])
+    assert missing.exit_code == 2 and "neither a checkpoint file nor a run" in missing.output

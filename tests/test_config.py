@@ -9,10 +9,10 @@ from ssgan.errors import ConfigError
 
 def test_defaults_and_yaml_values(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("mode: supervised\ntrain:\n  epochs: 3\n  lr: 1\nmodel:\n  d_hidden: [8, 4]\n")
+    path.write_text("mode: supervised\ntrain:\n  epochs: 3\n  lr: 1e-4\nmodel:\n  d_hidden: [8, 4]\n")
     cfg = load_config(path)
     assert cfg.mode == "supervised" and cfg.train.epochs == 3
-    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # an int is a fine float
+    assert cfg.train.lr == 1e-4  # PyYAML reads 1e-4 as a string; a float key accepts it
     assert cfg.model.d_hidden == (8, 4)
     assert cfg.train.batch_size == Config().train.batch_size
 

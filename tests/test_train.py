@@ -6,7 +6,8 @@ import torch
 
 from ssgan.config import Config, replace
 from ssgan.data import load_split
-from ssgan.train import EMA, build_nets, fit, lr_factor, train_step
+from ssgan.train import EMA, build_nets, fit, train_step
+from ssgan.tricks import lr_factor
 
 TINY = {"model.d_hidden": [16, 8], "model.g_hidden": [16], "model.noise_dim": 4,
         "train.batch_size": 10, "train.steps_per_epoch": 3, "train.device": "cpu"}
@@ -22,7 +23,7 @@ def _step_params(cfg, split, seed=0):
     x_lb, y_lb = split.x_train[split.labeled_idx], split.y_train[split.labeled_idx]
     x_ulb, x_ulb2 = split.x_train[:10], split.x_train[10:20]
     torch.manual_seed(seed + 100)
-    losses = train_step(nets, cfg.train, x_lb, y_lb, x_ulb, x_ulb2)
+    losses = train_step(nets, cfg, x_lb, y_lb, x_ulb, x_ulb2)
     return nets, losses
 
 
@@ -46,7 +47,7 @@ def test_generator_step_changes_only_the_generator(npz_path):
     torch.manual_seed(0)
     nets = build_nets(cfg, split.input_shape, split.num_classes, torch.device("cpu"))
     g_before = copy.deepcopy(nets.G.state_dict())
-    train_step(nets, cfg.train, split.x_train[:6], split.y_train[:6].clamp(min=0), split.x_train[:10], split.x_train[10:20])
+    train_step(nets, cfg, split.x_train[:6], split.y_train[:6].clamp(min=0), split.x_train[:10], split.x_train[10:20])
     assert any(not torch.equal(v, nets.G.state_dict()[k]) for k, v in g_before.items())
 
 
@@ -81,12 +82,12 @@ def test_supervised_mode_learns_the_tiny_task(npz_path):
 
 
 def test_linear_decay_schedule():
-    t = replace(Config(), **{"train.lr_schedule": "linear_decay", "train.decay_start": 0.5}).train
-    assert lr_factor(t, 0, 100) == 1.0 and lr_factor(t, 49, 100) == 1.0
-    assert lr_factor(t, 75, 100) == pytest.approx(0.5)
-    assert lr_factor(t, 100, 100) == 0.0
-    cos = replace(Config(), **{"train.lr_schedule": "cosine"}).train
-    assert lr_factor(cos, 0, 10) == 1.0 and lr_factor(cos, 5, 10) == pytest.approx(0.5)
+    cfg = replace(Config(), **{"train.lr_schedule": "linear_decay", "train.decay_start": 0.5})
+    assert lr_factor(cfg.train, cfg.tricks, 0, 100) == 1.0 and lr_factor(cfg.train, cfg.tricks, 49, 100) == 1.0
+    assert lr_factor(cfg.train, cfg.tricks, 75, 100) == pytest.approx(0.5)
+    assert lr_factor(cfg.train, cfg.tricks, 100, 100) == 0.0
+    cos = replace(Config(), **{"train.lr_schedule": "cosine"})
+    assert lr_factor(cos.train, cos.tricks, 0, 10) == 1.0 and lr_factor(cos.train, cos.tricks, 5, 10) == pytest.approx(0.5)
 
 
 def test_ema_tracks_weights_with_warmup():

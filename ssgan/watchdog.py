@@ -1,0 +1,65 @@
+"""No early stopping, but a watchdog: stop (or warn) when GAN training has visibly failed.
+
+* D's loss stays below `d_loss_below` for `patience` consecutive steps — D wins outright and the
+  generator gets no useful gradient;
+* any loss becomes NaN or inf;
+* the generated samples' relative diversity falls below `min_diversity` (mode collapse).
+
+The per-step bookkeeping stays on the training device (no host sync); `verdict` reads it once per
+check interval.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ssgan.config import WatchdogConfig
+
+ADVICE = {
+    "d_loss_collapse": "D's loss stayed below {thr} for {patience} steps: D wins and G learns nothing; try "
+                       "tricks.label_smoothing=true, tricks.label_flip=true, tricks.dropout=0.3, more D noise "
+                       "(model.input_noise) or a lower tricks.lr_d",
+    "non_finite_loss": "a loss became NaN or inf; try a lower train.lr, tricks.warmup_steps=500 or "
+                       "tricks.label_smoothing=true",
+    "mode_collapse": "the generated samples lost their diversity (mode collapse); try "
+                     "train.gen_loss=feature_matching, tricks.label_flip=true or a lower tricks.lr_g",
+}
+
+
+class Watchdog:
+    def __init__(self, cfg: WatchdogConfig, device: torch.device, adversarial: bool = True):
+        self.cfg = cfg
+        self.adversarial = adversarial  # supervised training may drive its loss to 0: only NaN/inf count there
+        self.low_streak = torch.zeros((), dtype=torch.long, device=device)
+        self.max_streak = torch.zeros((), dtype=torch.long, device=device)
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def observe(self, losses: dict[str, torch.Tensor]) -> None:
+        """Record one step's losses, on device."""
+        low = (losses["loss_d"] < self.cfg.d_loss_below).long()
+        self.low_streak = (self.low_streak + 1) * low
+        self.max_streak = torch.maximum(self.max_streak, self.low_streak)
+        for v in losses.values():
+            self.finite = self.finite & torch.isfinite(v).all()
+
+    def verdict(self, diversity: Optional[float] = None) -> Optional[str]:
+        """The reason to stop, or None. One host sync."""
+        if self.cfg.action == "off":
+            return None
+        if not bool(self.finite):
+            return "non_finite_loss"
+        if self.adversarial and int(self.max_streak) >= self.cfg.patience:
+            return "d_loss_collapse"
+        if diversity is not None and diversity < self.cfg.min_diversity:
+            return "mode_collapse"
+        return None
+
+    def reset(self) -> None:
+        """After a warning: start counting afresh."""
+        self.low_streak.zero_()
+        self.max_streak.zero_()
+        self.finite.fill_(True)
+
+    def message(self, reason: str) -> str:
+        return ADVICE[reason].format(thr=self.cfg.d_loss_below, patience=self.cfg.patience)
