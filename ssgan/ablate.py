@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 from ssgan.config import Config, flatten, replace
 from ssgan.errors import ConfigError
+from ssgan.models import check_tricks_apply
 from ssgan.stats import mean_std, paired_ci
 
 log = logging.getLogger("ssgan")
@@ -32,6 +33,11 @@ TOGGLES: dict[str, tuple[str, Any, Any]] = {
     "explicit_fake_logit": ("model.fake_logit", "explicit", "fixed_zero"),
     "data_init": ("model.data_init", True, False),
     "tanh_range": ("data.scale", "tanh", "sigmoid"),
+    "d_spectral_norm": ("tricks.d_norm", "spectral", "recipe"),
+    "d_no_norm": ("tricks.d_norm", "none", "recipe"),
+    "g_layer_norm": ("tricks.g_norm", "layer", "recipe"),
+    "pooling": ("tricks.downsample", "pool", "strided"),
+    "conditional": ("tricks.conditional", True, False),
 }
 
 
@@ -50,8 +56,10 @@ def variants(base: Config, tricks: Sequence[str]) -> list[Variant]:
     flat = flatten(base)
     for trick in tricks:
         key, on, off = TOGGLES[trick]
-        now_on = flat[key] == on
-        out.append(Variant(f"{trick} {'off' if now_on else 'on'}", replace(base, **{key: off if now_on else on})))
+        now_on = flat[key] != off  # e.g. any ema_decay > 0 counts as "on"
+        cfg = replace(base, **{key: off if now_on else on})
+        check_tricks_apply(cfg.model, cfg.tricks)  # e.g. pooling on an MLP: fail before any training
+        out.append(Variant(f"{trick} {'off' if now_on else 'on'}", cfg))
     return out
 
 
