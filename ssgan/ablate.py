@@ -90,10 +90,12 @@ def run_ablation(base: Config, tricks: Sequence[str], seeds: int, out_dir: Optio
                              "stop_reason": s["stop_reason"], "watchdog_warnings": s["watchdog_warnings"],
                              "seconds": time.perf_counter() - start, "run_id": s["run_id"]})
                 log.warning("%-24s seed %d  accuracy %.4f  (%s)", variant.name, seed, s["test_accuracy"], s["stop_reason"])
-        summary = {"parent_run_id": parent.info.run_id, "tricks": list(tricks), "seeds": seeds,
-                   "rows": summarize(runs, [v.name for v in todo]), "runs": runs}
-        (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (out / "ablation.md").write_text(markdown(summary["rows"], seeds))
+            done = [v.name for v in todo[: todo.index(variant) + 1]]
+            summary = {"parent_run_id": parent.info.run_id, "tricks": list(tricks), "seeds": seeds,
+                       "rows": summarize(runs, done), "runs": runs, "complete": len(done) == len(todo)}
+            # written after every variant, so an interrupted ablation keeps what it measured
+            (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (out / "ablation.md").write_text(markdown(summary["rows"], seeds))
         bar_chart(summary["rows"], out / "ablation.png")
         for name in ("ablation.json", "ablation.md", "ablation.png"):
             mlflow.log_artifact(str(out / name))
