@@ -51,7 +51,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 100
     steps_per_epoch: Optional[int] = None  # null = one pass over the unlabeled pool
-    lr: float = 3e-3
+    lr: float = 3e-3  # when not set and model.arch=conv: 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
     lr_schedule: Literal["constant", "linear_decay", "cosine", "step"] = "linear_decay"
@@ -118,6 +118,8 @@ class Config:
     tricks: TricksConfig = field(default_factory=TricksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+
+CONV_DEFAULT_LR = 1e-4
 
 # Value ranges, checked in one place: key -> (predicate, what the value must be).
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
@@ -204,6 +206,9 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 def from_dict(raw: dict[str, Any]) -> Config:
     cfg = _build(Config, raw, prefix="")
+    train_raw = raw.get("train") or {}
+    if "lr" not in train_raw and cfg.model.arch == "conv":  # the notes' default for conv GANs; the MLP recipe: 3e-3
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=CONV_DEFAULT_LR))
     _check_ranges(cfg)
     return cfg
 

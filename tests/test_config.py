@@ -86,3 +86,11 @@ def test_shipped_configs_load():
     mnist = load_config("configs/mnist-100.yaml")
     assert (mnist.data.labels, mnist.train.batch_size, mnist.train.lr, mnist.train.epochs) == (100, 100, 3e-3, 300)
     assert mnist.train.gen_loss == "feature_matching"
+
+
+def test_default_learning_rate_depends_on_the_architecture():
+    assert load_config(None, ["model.arch=conv"]).train.lr == 1e-4
+    assert load_config(None, ["model.arch=mlp"]).train.lr == 3e-3
+    assert load_config(None, ["model.arch=conv", "train.lr=0.002"]).train.lr == 0.002
+    resolved = flatten(load_config(None, ["model.arch=conv"]))
+    assert resolved["train.lr"] == 1e-4  # what MLflow records is the value used
