@@ -40,6 +40,7 @@ class ModelConfig:
     noise_dim: int = 100
     input_noise: float = 0.3  # std of Gaussian noise added to D's input (training only)
     hidden_noise: float = 0.5  # std of Gaussian noise added to D's hidden layers (mlp)
+    hidden_noise_per_layer: tuple[float, ...] = ()  # mlp: one std per hidden layer instead (len(d_hidden) values)
     activation: Literal["relu", "leaky_relu"] = "leaky_relu"
     leaky_slope: float = 0.2
     fake_logit: Literal["fixed_zero", "explicit"] = "fixed_zero"  # K+1-th logit fixed at 0, or learned
@@ -131,6 +132,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.noise_dim": (lambda v: v >= 1, ">= 1"),
     "model.input_noise": (lambda v: v >= 0, ">= 0"),
     "model.hidden_noise": (lambda v: v >= 0, ">= 0"),
+    "model.hidden_noise_per_layer": (lambda v: all(x >= 0 for x in v), "a list of stds >= 0"),
     "model.leaky_slope": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),

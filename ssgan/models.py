@@ -126,14 +126,16 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         norm = _norm(tricks.d_norm, "weight")
         sizes = (math.prod(input_shape), *cfg.d_hidden)
+        # noise std on the output of each hidden layer (the input to the next layer or the head)
+        stds = cfg.hidden_noise_per_layer or (cfg.hidden_noise,) * len(cfg.d_hidden)
         layers: list[nn.Module] = [nn.Flatten(), GaussianNoise(cfg.input_noise)]
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i > 0:
-                layers.append(GaussianNoise(cfg.hidden_noise))
+                layers.append(GaussianNoise(stds[i - 1]))
             layers += [*_dense(n_in, n_out, norm), _activation(cfg), *_dropout(tricks.dropout)]
         self.body = nn.Sequential(*layers)
         head_norm = norm if norm in ("weight", "spectral") else "none"  # no batch/layer norm on the logits
-        self.head = nn.Sequential(GaussianNoise(cfg.hidden_noise), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm))
+        self.head = nn.Sequential(GaussianNoise(stds[-1]), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)  # (B, d_hidden[-1])
@@ -266,6 +268,9 @@ def build_generator(cfg: ModelConfig, output_shape: tuple[int, ...], scale: str,
 
 def check_tricks_apply(cfg: ModelConfig, tricks: TricksConfig) -> None:
     """Reject switches that have no meaning for the chosen architecture."""
+    if cfg.hidden_noise_per_layer and (cfg.arch != "mlp" or len(cfg.hidden_noise_per_layer) != len(cfg.d_hidden)):
+        raise ConfigError(f"model.hidden_noise_per_layer needs model.arch=mlp and one std per hidden layer "
+                          f"({len(cfg.d_hidden)} for model.d_hidden), got {list(cfg.hidden_noise_per_layer)}")
     if cfg.arch == "mlp":
         for key, value in (("tricks.d_norm", tricks.d_norm), ("tricks.g_norm", tricks.g_norm)):
             if value == "instance":

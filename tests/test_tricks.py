@@ -239,3 +239,14 @@ def test_unconditional_generator_ignores_classes_and_conditional_needs_them():
     assert G.condition.dim == 0 and G(torch.rand(2, 4)).shape == (2, 1, 8, 8)
     Gc = build_generator(cfg.model, (1, 8, 8), "tanh", tricks(conditional=True), 3)
     assert Gc.condition.dim == 3 and Gc(torch.rand(2, 4), torch.tensor([0, 2])).shape == (2, 1, 8, 8)
+
+
+def test_noise_std_per_hidden_layer():
+    cfg = replace(Config(), **{"model.d_hidden": [8, 4], "model.input_noise": 0.1,
+                               "model.hidden_noise_per_layer": [0.2, 0.7]}).model
+    D = build_discriminator(cfg, (6,), 2)
+    assert [m.std for m in D.modules() if isinstance(m, GaussianNoise)] == [0.1, 0.2, 0.7]
+    default = build_discriminator(replace(Config(), **{"model.d_hidden": [8, 4]}).model, (6,), 2)
+    assert [m.std for m in default.modules() if isinstance(m, GaussianNoise)] == [0.3, 0.5, 0.5]
+    with pytest.raises(ConfigError, match="model.hidden_noise_per_layer needs"):
+        build_discriminator(replace(Config(), **{"model.hidden_noise_per_layer": [0.1]}).model, (6,), 2)
