@@ -120,6 +120,8 @@ class RunLogger:
         info = self.mlflow.pytorch.log_model(
             classifier, name="model", signature=infer_signature(example, probs), input_example=example,
             metadata={"class_names": list(class_names)},
+            # stated, not inferred: MLflow's inference reloads the model in a subprocess (about 10 s)
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={self.mlflow.__version__}"],
         )
         return info.model_uri
 
