@@ -14,7 +14,7 @@ from ssgan.data import load_split
 from ssgan.evaluate import evaluate
 from ssgan.models import Classifier
 from ssgan.tracking import RunLogger, resolve_uri, use_store
-from ssgan.train import fit, resolve_device
+from ssgan.train import check_plan, fit, resolve_device
 
 log = logging.getLogger("ssgan")
 
@@ -26,7 +26,8 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
     `nested=True` opens the run as a child of the active run (ablations, comparisons)."""
     import mlflow
 
-    split = load_split(cfg.data)  # data errors surface before a run is opened
+    split = load_split(cfg.data)  # data and plan errors surface before a run is opened
+    check_plan(cfg, split)
     experiment_id = use_store(cfg)
     log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
              cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)

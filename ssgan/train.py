@@ -22,7 +22,7 @@ from ssgan.config import Config
 from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.losses import feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
-from ssgan.models import build_discriminator, build_generator, init_from_data, sample_noise
+from ssgan.models import build_discriminator, build_generator, check_tricks_apply, init_from_data, sample_noise
 from ssgan.monitor import collapse_metrics
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_noise_scale
 from ssgan.watchdog import Watchdog
@@ -56,6 +56,18 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name} but no CUDA GPU is available; use train.device=cpu or auto")
     return torch.device(name)
+
+
+def check_plan(cfg: Config, split: Split) -> tuple[int, int]:
+    """Checks that need the data: switches that do not apply to the model, a warm-up longer than
+    training. Returns (steps per epoch, total steps). Called before an MLflow run is opened."""
+    check_tricks_apply(cfg.model, cfg.tricks)
+    steps = cfg.train.steps_per_epoch or max(1, len(split.x_train) // cfg.train.batch_size)
+    total = steps * cfg.train.epochs
+    if cfg.tricks.warmup_steps > total:
+        raise ConfigError(f"tricks.warmup_steps={cfg.tricks.warmup_steps} is longer than training ({total} steps); "
+                          "lower it or train longer")
+    return steps, total
 
 
 def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, device: torch.device,
@@ -186,11 +198,7 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else nets.D
     idx_lb, x_test = split.labeled_idx.to(device), split.x_test.to(device)
-    steps = t.steps_per_epoch or max(1, len(x_train) // t.batch_size)
-    total = steps * t.epochs
-    if tricks.warmup_steps > total:
-        raise ConfigError(f"tricks.warmup_steps={tricks.warmup_steps} is longer than training ({total} steps); "
-                          "lower it or train longer")
+    steps, total = check_plan(cfg, split)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(t, tricks, s, total))
                   for o in (nets.opt_d, nets.opt_g) if o is not None]
     lb_stream = _index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed))  # same in both modes

@@ -80,6 +80,10 @@ def test_supervised_mode_from_the_cli(tmp_path, npz_path, store_uri):
         (["--set", "data.name=mnist", "--set", "data.root=/nonexistent"], "data.root '/nonexistent' does not exist"),
         (["--set", "data.name=npz", "--set", "data.path=/nonexistent.npz"], "does not exist"),
         (["--set", "tracking.uri=http://127.0.0.1:9"], "cannot be reached"),
+        (["--set", "tricks.warmup_steps=1000"], "tricks.warmup_steps=1000 is longer than training (10 steps)"),
+        (["--set", "tricks.d_norm=instance"], "tricks.d_norm=instance does not apply to model.arch=mlp"),
+        (["--set", "tricks.flip_fraction=1.5"], "tricks.flip_fraction must be in [0, 1]"),
+        (["--set", "tricks.smoothing_range=[0.3, 1.0]"], "tricks.smoothing_range must be [low, high]"),
     ],
 )
 def test_bad_input_is_a_one_line_error(args, message):
