@@ -241,15 +241,7 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
                 break
             # Host sync once per epoch: read the summed losses and evaluate.
             metrics = {k: float(v) / steps for k, v in sums.items()}
-            metrics["test_accuracy"] = _accuracy(evaluated, x_test, split)
-            if ema:  # the raw weights too, to see what the average buys
-                metrics["test_accuracy_raw"] = _accuracy(nets.D, x_test, split)
-            if nets.G is not None:
-                with torch.no_grad():
-                    x_fake = nets.G.eval()(z_probe, c_probe if nets.G.condition.dim else None)
-                nets.G.train()
-                metrics.update(collapse_metrics(nets.D, x_fake, x_probe[:256], split.num_classes))
-            metrics["lr"] = nets.opt_d.param_groups[0]["lr"]
+            metrics.update(_epoch_metrics(nets, evaluated, split, x_test, x_probe[:256], z_probe, c_probe))
             metrics["epoch_seconds"] = time.perf_counter() - epoch_start
             if _watch(watchdog, result, metrics.get("gen_diversity")):
                 break
@@ -269,6 +261,21 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     if nets.G is not None:
         nets.G.eval()
     return result
+
+
+def _epoch_metrics(nets: Nets, evaluated: nn.Module, split: Split, x_test: torch.Tensor, x_probe: torch.Tensor,
+                   z_probe: torch.Tensor, c_probe: torch.Tensor) -> dict[str, float]:
+    """Test accuracy (EMA and raw weights), the collapse monitor and the learning rate."""
+    metrics = {"test_accuracy": _accuracy(evaluated, x_test, split)}
+    if evaluated is not nets.D:  # the raw weights too, to see what the average buys
+        metrics["test_accuracy_raw"] = _accuracy(nets.D, x_test, split)
+    if nets.G is not None:
+        with torch.no_grad():
+            x_fake = nets.G.eval()(z_probe, c_probe if nets.G.condition.dim else None)
+        nets.G.train()
+        metrics.update(collapse_metrics(nets.D, x_fake, x_probe, split.num_classes))
+    metrics["lr"] = nets.opt_d.param_groups[0]["lr"]
+    return metrics
 
 
 def _watch(watchdog: Watchdog, result: TrainResult, diversity: Optional[float]) -> bool:
