@@ -45,6 +45,8 @@ class ModelConfig:
     leaky_slope: float = 0.2
     fake_logit: Literal["fixed_zero", "explicit"] = "fixed_zero"  # K+1-th logit fixed at 0, or learned
     data_init: bool = False  # data-dependent init of D's weight-normed layers (Salimans & Kingma 2016)
+    wn_scale: Literal["trainable", "fixed"] = "trainable"  # mlp D: fixed = hidden weight-norm scales are not
+    #                                                       trained (Salimans et al.'s MNIST code); the head's are
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of D's weights used for evaluation; 0 = evaluate raw weights
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: forwards under bfloat16 autocast (losses in fp32)
+    compile: bool = False  # torch.compile D and G (first steps are slow while it compiles)
+    data_on_device: Optional[bool] = None  # training data as tensors on the device; null = when they fit
+    fused_d: bool = True  # D's update in one forward over labeled + unlabeled + generated rows
+    #                       (used only when D has no batch norm, whose statistics fusion would mix)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class TricksConfig:
     conditional: bool = False  # G(z, c); D learns to put G(z, c) in class c as well as to call it fake (AC-GAN)
     condition: Literal["onehot", "embedding"] = "onehot"
     cond_weight: float = 1.0  # weight of the class term on generated samples, in D's and G's losses
+    entropy_weight: float = 0.0  # weight of the entropy of D's class prediction on unlabeled data (0 = off)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
 
@@ -158,6 +166,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "tricks.lr_g": (lambda v: v is None or v > 0, "> 0 or null"),
     "tricks.warmup_steps": (lambda v: v >= 0, ">= 0"),
     "tricks.cond_weight": (lambda v: v >= 0, ">= 0"),
+    "tricks.entropy_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.watchdog.d_loss_below": (lambda v: v >= 0, ">= 0"),
     "tricks.watchdog.patience": (lambda v: v >= 1, ">= 1"),
     "tricks.watchdog.min_diversity": (lambda v: 0 <= v <= 1, "in [0, 1]"),

@@ -54,6 +54,13 @@ def _bce_with_logit(r: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target * F.softplus(-r) + (1.0 - target) * F.softplus(r)
 
 
+def conditional_entropy(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean entropy of the K-class prediction, -sum_k p_k log p_k: minimizing it on unlabeled data
+    moves D's class boundaries away from the data (Grandvalet & Bengio 2005; Dai et al. 2017, "Bad GAN")."""
+    logp = F.log_softmax(logits[:, :num_classes], dim=1)
+    return -(logp.exp() * logp).sum(dim=1).mean()
+
+
 def feature_matching_loss(feat_real: torch.Tensor, feat_fake: torch.Tensor) -> torch.Tensor:
     """G's feature matching loss: || E f(x) - E f(G(z)) ||_2^2 over a batch (Salimans et al. sec. 3.1)."""
     return (feat_real.mean(dim=0) - feat_fake.mean(dim=0)).pow(2).sum()

@@ -8,12 +8,13 @@ invariant to a shared shift of all K+1 logits.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Optional
 
 import torch
+import torch.nn.utils.parametrize  # noqa: F401  (nn.utils.parametrize.cached)
 from torch import nn
-
-from typing import Optional
 
 from ssgan.config import ModelConfig, TricksConfig
 from ssgan.errors import ConfigError
@@ -46,6 +47,8 @@ class WeightNormLinear(nn.Module):
         self.g = nn.Parameter(torch.ones(out_features))
         self.b = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._init_pending = False
+        self._cache: Optional[torch.Tensor] = None  # g / ||v||, inside `frozen(model)` only
+        self._caching = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._init_pending:
@@ -56,8 +59,46 @@ class WeightNormLinear(nn.Module):
                 self.g.copy_(1.0 / std)
                 if self.b is not None:
                     self.b.copy_(-t.mean(dim=0) / std)
-        weight = self.v * (self.g / self.v.norm(dim=1)).unsqueeze(1)  # (out, in)
-        return nn.functional.linear(x, weight, self.b)
+        # y = (g / ||v||) * (x v^T) + b: the scale is applied to the (B, out) output rather than to the
+        # (out, in) weight, so neither the forward nor the backward makes a full-size copy of the weight.
+        if self._caching:
+            if self._cache is None:
+                self._cache = self.scale()
+            scale = self._cache
+        else:
+            scale = self.scale()
+        out = nn.functional.linear(x, self.v)  # (B, out)
+        return torch.addcmul(self.b, out, scale) if self.b is not None else out * scale
+
+    def scale(self) -> torch.Tensor:
+        return self.g / self.v.norm(dim=1)  # (out,)
+
+    def weight(self) -> torch.Tensor:
+        return self.v * self.scale().unsqueeze(1)  # (out, in)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Use `model` as a fixed function: its parameters need no gradients (backward computes only
+    what flows to the inputs) and weight-norm scales are computed once, not once per forward."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    wn = [m for m in model.modules() if isinstance(m, WeightNormLinear)]
+    for p in params:
+        p.requires_grad_(False)
+    for m in wn:
+        m._caching = True
+    try:
+        with nn.utils.parametrize.cached():  # same for torch's parametrizations (conv weight/spectral norm)
+            yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        for m in wn:
+            m._caching, m._cache = False, None
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @torch.no_grad()
@@ -136,6 +177,10 @@ class MLPDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         head_norm = norm if norm in ("weight", "spectral") else "none"  # no batch/layer norm on the logits
         self.head = nn.Sequential(GaussianNoise(stds[-1]), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm))
+        if cfg.wn_scale == "fixed":  # the hidden layers' g stay at 1 or at their data-dependent init
+            for m in self.body.modules():
+                if isinstance(m, WeightNormLinear):
+                    m.g.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)  # (B, d_hidden[-1])

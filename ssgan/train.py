@@ -18,11 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ssgan.batches import BatchSource
 from ssgan.config import Config
 from ssgan.data import Split
 from ssgan.errors import ConfigError
-from ssgan.losses import feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
-from ssgan.models import build_discriminator, build_generator, check_tricks_apply, init_from_data, sample_noise
+from ssgan.losses import conditional_entropy, feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
+from ssgan.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
+                          init_from_data, sample_noise)
 from ssgan.monitor import collapse_metrics
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_noise_scale
 from ssgan.watchdog import Watchdog
@@ -37,6 +39,13 @@ class Nets:
     opt_d: torch.optim.Optimizer
     opt_g: Optional[torch.optim.Optimizer]
     num_classes: int
+    fused: bool = False  # D's update in one forward (train.fused_d, and D has no batch norm)
+    d_forward: Optional[Callable] = None  # D or torch.compile(D) (see `prepare`); the modules stay as they are
+    g_forward: Optional[Callable] = None
+
+    def __post_init__(self):
+        self.d_forward = self.d_forward or self.D
+        self.g_forward = self.g_forward or self.G
 
 
 @dataclass
@@ -78,35 +87,70 @@ def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, devi
     D = build_discriminator(cfg.model, input_shape, num_classes, tricks).to(device)
     if cfg.model.data_init and x_init is not None:
         init_from_data(D, x_init)
+    set_noise_scale(D, noise_scale(tricks, 0, 1))  # Gaussian noise on or off per tricks.gaussian_noise
     opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks)
     G, opt_g = None, None
     if cfg.mode == "ssgan":
         G = build_generator(cfg.model, input_shape, cfg.data.scale, tricks, num_classes).to(device)
         opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks)
-    return Nets(D, G, opt_d, opt_g, num_classes)
+    return Nets(D, G, opt_d, opt_g, num_classes, fused=t.fused_d and not has_batch_norm(D))
+
+
+def prepare(nets: Nets, cfg: Config) -> Nets:
+    """Speed switches that leave the maths alone: torch.compile (train.compile) and, for conv models on
+    CUDA, channels_last memory layout and cuDNN autotuning."""
+    device = next(nets.D.parameters()).device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if cfg.model.arch == "conv":
+            for net in (nets.D, nets.G):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        nets.d_forward = torch.compile(nets.D)
+        nets.g_forward = torch.compile(nets.G) if nets.G is not None else None
+    return nets
+
+
+def _autocast(cfg: Config, device: torch.device):
+    """bfloat16 autocast for the forwards when train.precision=bf16 (a no-op context otherwise)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
 
 def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> dict[str, torch.Tensor]:
     """One update of D, then (ssgan mode) one update of G. Returns detached losses (no host sync)."""
-    D, G, K = nets.D, nets.G, nets.num_classes
+    D, G, K = nets.d_forward, nets.g_forward, nets.num_classes
+    device = x_lb.device
 
     # (1) Update D: minimize L_sup = -log p(y | x_lb, real)                              [supervised]
     #               + unsup_weight * L_unsup, L_unsup = -log D(x_ulb) - log(1 - D(G(z)))  [ssgan only]
     #               + cond_weight * -log p(c | G(z, c), real)      [conditional G only: AC-GAN, Odena et al. 2017]
-    logits_lb, _ = D(x_lb)  # (B, K[+1]); the labeled forward comes first so both modes draw the same noise
+    #               + entropy_weight * H(p(y | x_ulb))                                     [tricks.entropy_weight]
+    with _autocast(cfg, device):  # forwards in bf16 when asked; every loss below is computed in fp32
+        if G is None:
+            logits_lb = D(x_lb)[0].float()  # (B, K[+1])
+        else:
+            c_fake = _fake_classes(nets.G, len(x_ulb), K, device)  # (B,) class conditions, or None
+            with torch.no_grad():  # no gradient into G from D's update
+                x_fake = G(sample_noise(len(x_ulb), nets.G.noise_dim, device), c_fake)  # (B, *input_shape)
+            if nets.fused:  # one forward over all rows: each weight is read once
+                logits = D(torch.cat([x_lb, x_ulb, x_fake.to(x_lb.dtype)]))[0].float()
+                logits_lb, logits_ulb, logits_fake = logits.split([len(x_lb), len(x_ulb), len(x_fake)])
+            else:  # D with batch norm: each batch normalized by its own statistics
+                logits_lb, logits_ulb, logits_fake = (D(x)[0].float() for x in (x_lb, x_ulb, x_fake))
     loss_sup = supervised_loss(logits_lb, y_lb, K)
     loss_d = loss_sup
     out = {"loss_sup": loss_sup.detach()}
     if G is not None:
-        c_fake = _fake_classes(G, len(x_ulb), K, x_ulb.device)  # (B,) class conditions, or None
-        x_fake = G(sample_noise(len(x_ulb), G.noise_dim, x_ulb.device), c_fake)  # (B, *input_shape)
-        logits_ulb, _ = D(x_ulb)
-        logits_fake, _ = D(x_fake.detach())  # no gradient into G from D's update
         # "is real" targets: 1 and 0, or smoothed / flipped (tricks); never used in G's update below
         t_ulb, t_fake = real_fake_targets(len(x_ulb), len(x_fake), cfg.tricks, x_ulb.device)
         loss_unsup = unsupervised_loss(logits_ulb, logits_fake, K, t_ulb, t_fake)
         loss_d = loss_sup + cfg.train.unsup_weight * loss_unsup
         out["loss_unsup"] = loss_unsup.detach()
+        if cfg.tricks.entropy_weight:  # + entropy_weight * H(p(y | x_ulb)): confident predictions on unlabeled data
+            loss_ent = conditional_entropy(logits_ulb, K)
+            loss_d = loss_d + cfg.tricks.entropy_weight * loss_ent
+            out["loss_entropy"] = loss_ent.detach()
         if c_fake is not None:
             loss_cond = supervised_loss(logits_fake, c_fake, K)
             loss_d = loss_d + cfg.tricks.cond_weight * loss_cond
@@ -119,19 +163,20 @@ def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> 
 
     # (2) Update G: feature matching, minimize || E f(x_ulb2) - E f(G(z)) ||^2 (Salimans et al. sec. 3.1),
     #     or non-saturating, minimize -log D(G(z)); a conditional G also minimizes -log p(c | G(z, c), real).
-    #     Only G's optimizer steps; D's grads are reset in (1).
+    #     D is a fixed function here (`frozen`): gradients flow through it to G, none are computed for it.
     if G is not None:
-        c_fake = _fake_classes(G, len(x_ulb2), K, x_ulb2.device)
-        x_fake = G(sample_noise(len(x_ulb2), G.noise_dim, x_ulb2.device), c_fake)
-        logits_fake, feat_fake = D(x_fake)
-        if cfg.train.gen_loss == "feature_matching":
-            with torch.no_grad():
-                _, feat_real = D(x_ulb2)
-            loss_g = feature_matching_loss(feat_real, feat_fake)
-        else:
-            loss_g = non_saturating_loss(logits_fake, K)
-        if c_fake is not None:
-            loss_g = loss_g + cfg.tricks.cond_weight * supervised_loss(logits_fake, c_fake, K)
+        c_fake = _fake_classes(nets.G, len(x_ulb2), K, device)
+        with frozen(nets.D), _autocast(cfg, device):
+            x_fake = G(sample_noise(len(x_ulb2), nets.G.noise_dim, device), c_fake)
+            logits_fake, feat_fake = D(x_fake)
+            if cfg.train.gen_loss == "feature_matching":
+                with torch.no_grad():
+                    _, feat_real = D(x_ulb2)
+                loss_g = feature_matching_loss(feat_real.float(), feat_fake.float())
+            else:
+                loss_g = non_saturating_loss(logits_fake.float(), K)
+            if c_fake is not None:
+                loss_g = loss_g + cfg.tricks.cond_weight * supervised_loss(logits_fake.float(), c_fake, K)
         nets.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         nets.opt_g.step()
@@ -158,8 +203,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p, 1.0 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
 
@@ -191,18 +235,21 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     t, tricks = cfg.train, cfg.tricks
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
-    x_train, y_train = split.x_train.to(device), split.y_train.to(device)  # device-resident data
-    init_idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed))[:500]
-    x_probe = x_train[init_idx.to(device)]  # fixed real batch: weight-norm init and the collapse monitor
-    nets = build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe)
+    data = BatchSource(split.x_train, split.y_train, device, t.data_on_device)  # device-resident when it fits
+    init_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed))[:500]
+    x_probe, _ = data.get(init_idx)  # fixed real batch: weight-norm init and the collapse monitor
+    nets = prepare(build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe), cfg)
     ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else nets.D
-    idx_lb, x_test = split.labeled_idx.to(device), split.x_test.to(device)
+    idx_lb = split.labeled_idx
+    x_test = split.x_test.to(device) if data.resident else split.x_test
     steps, total = check_plan(cfg, split)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(t, tricks, s, total))
                   for o in (nets.opt_d, nets.opt_g) if o is not None]
-    lb_stream = _index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed))  # same in both modes
-    ulb_stream = _index_stream(len(x_train), t.batch_size, torch.Generator().manual_seed(t.seed + 1))
+    lb_stream = index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed))  # same in both modes
+    # D's and G's unlabeled batches come from two independent passes: each sees every example once per epoch
+    ulb_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 1))
+    ulb2_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 2))
     z_probe = torch.rand(256, cfg.model.noise_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
     c_probe = torch.arange(256, device=device) % split.num_classes  # every class equally, for a conditional G
     watchdog = Watchdog(tricks.watchdog, device, adversarial=nets.G is not None)
@@ -220,14 +267,14 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
             epoch_start = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}
             for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
-                lb = idx_lb[next(lb_stream).to(device)]
+                x_lb, y_lb = data.get(idx_lb[next(lb_stream)])
                 x_ulb = x_ulb2 = None
                 if nets.G is not None:
-                    x_ulb = x_train[next(ulb_stream).to(device)]
-                    x_ulb2 = x_train[next(ulb_stream).to(device)]
+                    x_ulb, _ = data.get(next(ulb_stream))
+                    x_ulb2, _ = data.get(next(ulb2_stream))
                 if tricks.noise_anneal:
                     set_noise_scale(nets.D, noise_scale(tricks, (epoch - 1) * steps + i, total))
-                losses = train_step(nets, cfg, x_train[lb], y_train[lb], x_ulb, x_ulb2)
+                losses = train_step(nets, cfg, x_lb, y_lb, x_ulb, x_ulb2)
                 for s in schedulers:
                     s.step()
                 if ema:
@@ -308,7 +355,7 @@ def _accuracy(model: nn.Module, x_test: torch.Tensor, split: Split) -> float:
     return float((predict_proba(model, x_test, split.num_classes).argmax(1) == split.y_test).float().mean())
 
 
-def _index_stream(n: int, batch_size: int, gen: torch.Generator):
+def index_stream(n: int, batch_size: int, gen: torch.Generator):
     """Endless batches of indices into range(n): each pass is a fresh permutation, so every example
     is drawn once per pass; a batch larger than n spans several passes (small labeled sets)."""
     buf = torch.empty(0, dtype=torch.int64)

@@ -6,7 +6,7 @@ import torch
 
 from ssgan.config import Config, replace
 from ssgan.data import load_split
-from ssgan.train import EMA, build_nets, fit, train_step
+from ssgan.train import EMA, build_nets, fit, index_stream, predict_proba, train_step
 from ssgan.tricks import lr_factor
 
 TINY = {"model.d_hidden": [16, 8], "model.g_hidden": [16], "model.noise_dim": 4,
@@ -28,17 +28,50 @@ def _step_params(cfg, split, seed=0):
 
 
 def test_ssgan_step_with_zero_unsupervised_weight_equals_supervised_step(npz_path):
-    cfg = tiny_cfg(npz_path, **{"train.unsup_weight": 0.0})
+    # Gaussian noise off: the fused ssgan pass draws its noise for all rows at once, so only the
+    # noise-free updates can be compared.
+    cfg = tiny_cfg(npz_path, **{"train.unsup_weight": 0.0, "tricks.gaussian_noise": False})
     split = load_split(cfg.data)
     ssgan, losses = _step_params(cfg, split)
     supervised, sup_losses = _step_params(replace(cfg, mode="supervised"), split)
     assert supervised.G is None and ssgan.G is not None
     assert set(losses) >= {"loss_d", "loss_unsup", "loss_g"} and "loss_g" not in sup_losses
+    assert torch.allclose(losses["loss_sup"], sup_losses["loss_sup"])
     for (name, p), q in zip(ssgan.D.named_parameters(), supervised.D.parameters()):
-        assert torch.equal(p, q), name
+        assert torch.allclose(p, q, atol=1e-6), name
     # ... and with a non-zero weight the unlabeled and generated data do change D.
     changed, _ = _step_params(replace(cfg, **{"train.unsup_weight": 1.0}), split)
-    assert any(not torch.equal(p, q) for p, q in zip(changed.D.parameters(), supervised.D.parameters()))
+    assert any(not torch.allclose(p, q, atol=1e-4) for p, q in zip(changed.D.parameters(), supervised.D.parameters()))
+
+
+@pytest.mark.parametrize("gen_loss", ["feature_matching", "non_saturating"])
+@pytest.mark.parametrize("extra", [{}, {"tricks.label_smoothing": True, "model.fake_logit": "explicit"},
+                                   {"tricks.conditional": True, "tricks.label_flip": True}])
+def test_fused_discriminator_pass_equals_separate_passes(npz_path, gen_loss, extra):
+    # (Not with spectral norm: its power iteration runs once per forward, so once per fused update.)
+    cfg = tiny_cfg(npz_path, **{"tricks.gaussian_noise": False, "train.gen_loss": gen_loss, **extra})
+    split = load_split(cfg.data)
+    fused, f_losses = _step_params(cfg, split)
+    separate, s_losses = _step_params(replace(cfg, **{"train.fused_d": False}), split)
+    assert fused.fused and not separate.fused
+    for k in s_losses:
+        assert torch.allclose(f_losses[k], s_losses[k], rtol=1e-5, atol=1e-6), k
+    for net in ("D", "G"):
+        for (name, p), q in zip(getattr(fused, net).named_parameters(), getattr(separate, net).parameters()):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), f"{net}.{name}"
+
+
+def test_batch_norm_discriminator_keeps_separate_passes(npz_path):
+    cfg = tiny_cfg(npz_path, **{"tricks.d_norm": "batch"})
+    nets = build_nets(cfg, (1, 8, 8), 3, torch.device("cpu"))
+    assert not nets.fused  # real and fake batches keep their own batch statistics
+
+
+def test_generator_step_leaves_the_discriminator_trainable(npz_path):
+    cfg = tiny_cfg(npz_path)
+    split = load_split(cfg.data)
+    nets, _ = _step_params(cfg, split)
+    assert all(p.requires_grad for p in nets.D.parameters())  # `frozen` restores them
 
 
 def test_generator_step_changes_only_the_generator(npz_path):
@@ -111,3 +144,38 @@ def test_cuda_device_without_a_gpu_is_a_config_error(npz_path):
     cfg = tiny_cfg(npz_path, **{"train.device": "cuda"})
     with pytest.raises(ConfigError, match="train.device=cuda"):
         fit(cfg, load_split(cfg.data), progress=False)
+
+
+@pytest.mark.parametrize("switch", [{"train.precision": "bf16"}, {"train.compile": True},
+                                    {"train.precision": "bf16", "model.arch": "conv", "model.conv_width": 4}])
+def test_speed_switches_train_on_cpu_with_the_same_api(npz_path, switch):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 1, **switch})
+    split = load_split(cfg.data)
+    if cfg.train.compile:
+        pytest.importorskip("torch._inductor")
+    result = fit(cfg, split, progress=False)
+    assert result.stop_reason == "completed" and len(result.history) == 1
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.history[0].values())
+    probs = predict_proba(result.classifier, split.x_test, split.num_classes)
+    assert probs.dtype == torch.float32 and torch.allclose(probs.sum(1), torch.ones(len(probs)))
+
+
+def test_each_unlabeled_pass_draws_every_example_once():
+    stream = index_stream(60, 20, torch.Generator().manual_seed(0))
+    for _ in range(3):  # three passes (epochs of 60 // 20 steps)
+        drawn = torch.cat([next(stream) for _ in range(3)])
+        assert sorted(drawn.tolist()) == list(range(60))
+
+
+def test_labeled_batches_larger_than_the_labeled_set_span_passes():
+    stream = index_stream(6, 10, torch.Generator().manual_seed(0))
+    batch = next(stream)
+    assert len(batch) == 10 and set(batch[:6].tolist()) == set(range(6))
+
+
+def test_host_memory_batches_give_the_same_training_as_device_resident_ones(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 1})
+    split = load_split(cfg.data)
+    resident = fit(replace(cfg, **{"train.data_on_device": True}), split, progress=False)
+    host = fit(replace(cfg, **{"train.data_on_device": False}), split, progress=False)
+    assert resident.history[0]["loss_d"] == host.history[0]["loss_d"]

@@ -1,0 +1,117 @@
+"""Training throughput against the hardware's own limit (issue 5).
+
+    python bench/throughput.py                       # CPU, MLP recipe and conv model, epoch-time scaling
+    python bench/throughput.py --device cuda --set train.precision=bf16 --set train.compile=true
+
+For each model it reports training steps/s, examples/s (steps/s x batch size: the rate at which an
+epoch advances), the matmul/conv FLOPs of one step (forward + backward of D and G, counted by
+ssgan/flops.py, whose docstring states the formula), the achieved FLOP rate, and that rate divided by
+the peak FLOP rate of a large dense matmul measured in the same run on the same device. It also times
+one epoch at 10k, 30k and 60k unlabeled examples (time per epoch should grow linearly).
+
+Data are random tensors of MNIST's shape: speed does not depend on pixel values. Results go to
+OUT/throughput.json and a table to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ssgan.config import load_config  # noqa: E402
+from ssgan.data import UNLABELED, Split  # noqa: E402
+from ssgan.flops import matmul_peak, step_flops  # noqa: E402
+from ssgan.train import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
+
+MODELS = {"mlp": [], "conv": ["model.arch=conv"]}  # overrides of configs/mnist-100.yaml
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--models", default="mlp,conv")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
+    ap.add_argument("--sizes", default="10000,30000,60000", help="unlabeled set sizes for epoch timing ('' = skip)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    peak = matmul_peak(device)
+    report = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "overrides": args.overrides, "matmul_peak_gflops": peak / 1e9, "models": {}}
+    print(f"{report['device']}: dense matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+    for name in args.models.split(","):
+        cfg = load_config(ROOT / "configs/mnist-100.yaml",
+                          [*MODELS[name], *args.overrides, f"train.device={args.device}", "train.lr_schedule=constant"])
+        row = measure_steps(cfg, device, args.steps)
+        row["gflops_per_s"] = row["flops_per_step"] * row["steps_per_s"] / 1e9
+        row["fraction_of_peak"] = row["gflops_per_s"] * 1e9 / peak
+        if args.sizes:
+            row["epoch_seconds"] = {n: epoch_seconds(cfg, int(n)) for n in args.sizes.split(",")}
+        report["models"][name] = row
+        print(f"{name}: {row['steps_per_s']:.2f} steps/s, {row['examples_per_s']:.0f} examples/s, "
+              f"{row['flops_per_step'] / 1e9:.2f} GFLOP/step, {row['gflops_per_s']:.1f} GFLOP/s = "
+              f"{100 * row['fraction_of_peak']:.0f}% of peak; epoch s by size: {row.get('epoch_seconds')}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{device.type}-" + "-".join(o.split(".")[-1] for o in args.overrides) if args.overrides else device.type
+    (out / f"throughput-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def measure_steps(cfg, device: torch.device, steps: int) -> dict:
+    """steps/s of train_step on device-resident random batches (after a warm-up)."""
+    torch.manual_seed(0)
+    b = cfg.train.batch_size
+    nets = prepare(build_nets(cfg, (1, 28, 28), 10, device), cfg)
+    x = torch.rand(3 * b, 1, 28, 28, device=device)
+    y = torch.randint(10, (b,), device=device)
+    batches = (x[:b], y, x[b:2 * b], x[2 * b:])
+    flops = step_flops(nets, cfg, *batches)
+    for _ in range(10):  # warm-up (and compilation, when on)
+        train_step(nets, cfg, *batches)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        losses = train_step(nets, cfg, *batches)
+    float(losses["loss_d"])  # one sync at the end, as the training loop does once per epoch
+    sps = steps / (time.perf_counter() - start)
+    return {"steps_per_s": sps, "examples_per_s": sps * b, "flops_per_step": flops, "batch_size": b}
+
+
+def epoch_seconds(cfg, n: int) -> float:
+    """Wall time of one training epoch (n / batch steps, plus the end-of-epoch evaluation) on n examples."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.full((n,), UNLABELED, dtype=torch.int64)
+    labeled = torch.arange(100)
+    y[labeled] = labeled % 10
+    split = Split(torch.rand(n, 1, 28, 28, generator=g), y, labeled, torch.rand(10000, 1, 28, 28, generator=g),
+                  torch.randint(10, (10000,), generator=g), tuple(str(i) for i in range(10)))
+    from ssgan.config import replace
+
+    result = fit(replace(cfg, **{"train.epochs": 1}), split, progress=False)
+    return round(result.seconds, 2)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+if __name__ == "__main__":
+    main()

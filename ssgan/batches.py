@@ -1,0 +1,42 @@
+"""Training batches by index, without a DataLoader in the hot loop.
+
+Data that fit on the training device live there as tensors and a batch is one index into them: no
+worker processes, no per-batch host-to-device copy. Data that do not fit (a large set on a GPU) stay
+in host memory; each batch is gathered there, pinned and copied with `non_blocking=True`, so the copy
+overlaps the previous step's work.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+RESIDENT_FRACTION = 0.25  # `auto`: keep the data on a GPU when they take at most this share of its free memory
+
+
+class BatchSource:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, device: torch.device, on_device: Optional[bool] = None):
+        self.device = device
+        self.resident = fits_on_device(x, device) if on_device is None else on_device
+        self.x, self.y = (x.to(device), y.to(device)) if self.resident else (x, y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Examples and labels at `idx` (a CPU index tensor), on the training device."""
+        if self.resident:
+            idx = idx.to(self.device)
+            return self.x[idx], self.y[idx]
+        x, y = self.x[idx], self.y[idx]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def fits_on_device(x: torch.Tensor, device: torch.device) -> bool:
+    """CPU training always reads from memory; on a GPU the data must fit in a share of its free memory."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return x.numel() * x.element_size() <= RESIDENT_FRACTION * free
