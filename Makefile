@@ -2,8 +2,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+HOST ?= 127.0.0.1
+BACKEND ?= sqlite:///mlflow.db
+ARTIFACTS ?= ./mlartifacts
 
-.PHONY: install test ui demo bench clean
+.PHONY: install test ui server demo bench clean
 
 install:  ## create .venv and install ssgan with its dev extras at the tested versions
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,6 +15,9 @@ install:  ## create .venv and install ssgan with its dev extras at the tested ve
 
 test:  ## run the test suite (CPU)
 	$(BIN)/python -m pytest -q
+
+server:  ## a shared MLflow tracking server: runs in BACKEND, artifacts uploaded through the server into ARTIFACTS
+	$(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) --host $(HOST) --port $(PORT)
 
 demo:  ## the main job: ssgan and the supervised baseline on digits with 20 labels (about a minute on 2 CPU cores)
 	$(BIN)/ssgan train -c configs/digits-20.yaml --out runs/digits-20-ssgan

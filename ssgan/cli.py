@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def cli(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded JSON file
 
 
 @cli.command()
@@ -67,6 +69,43 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
     summary = run_ablation(load_config(config_path, overrides), names, seeds, out_dir)
     click.echo((Path(out_dir) / "ablation.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; table, JSON and chart in {out_dir}/", err=True)
+
+
+@cli.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Base YAML config.")
+@click.option("--labels", "budgets", required=True, help="Comma-separated label budgets; 'all' = every training label, e.g. 20,50,100,all.")
+@click.option("--seeds", type=int, default=5, show_default=True, help="Split seeds 0..N-1 per budget.")
+@click.option("--methods", default="ssgan,supervised,label_spreading,self_training", show_default=True,
+              help="Comma-separated methods.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="compare", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the latest comparison with the same arguments: skip its finished runs.")
+def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume) -> None:
+    """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
+    from ssgan.compare import Plan, run_comparison
+
+    plan = Plan.parse(budgets, seeds, methods)
+    summary = run_comparison(load_config(config_path, overrides), plan, out_dir, resume=resume)
+    click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
+    click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
+    if not summary["complete"]:  # exit status 3, as `train` after a watchdog stop
+        click.echo(f"{len(summary['failed'])} run(s) failed or missing, listed in the report; the same command "
+                   "with --resume reruns those that crashed, were interrupted or never ran", err=True)
+        sys.exit(3)
+
+
+@cli.command()
+@click.option("--experiment", required=True, help="MLflow experiment holding the comparison.")
+@click.option("--parent", "parent_run_id", help="The comparison's parent run id (default: the latest comparison).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True)
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+def report(experiment, parent_run_id, out_dir, tracking_uri) -> None:
+    """Rebuild a comparison's report from the MLflow store, without re-running anything."""
+    from ssgan.report import report_from_store
+
+    summary = report_from_store(experiment, parent_run_id, out_dir, tracking_uri)
+    click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
+    click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,8 +35,12 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: tuple[str, ...]) -> Evaluation:
-    y_true = y.cpu().numpy()
     y_pred = predict_proba(model, x, len(class_names)).argmax(1).numpy()
+    return score(y.cpu().numpy(), y_pred, class_names)
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, ...]) -> Evaluation:
+    """The metrics of predicted class indices; every method (network or scikit-learn) is scored here."""
     labels = list(range(len(class_names)))
     kw = dict(labels=labels, target_names=list(class_names), zero_division=0)
     return Evaluation(
@@ -49,16 +54,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: tu
     )
 
 
-def confusion_figure(ev: Evaluation, title: str = ""):
-    """A matplotlib figure of the confusion matrix (counts)."""
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: str):
+    """A matplotlib figure of a confusion matrix (counts; rows = true class, columns = predicted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = max(4.0, 0.5 * len(ev.class_names) + 2)
+    size = max(4.0, 0.5 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(ev.confusion, display_labels=list(ev.class_names)).plot(ax=ax, colorbar=False, cmap="Blues")
-    ax.set_title(title or f"test accuracy {ev.accuracy:.4f}")
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=list(class_names)).plot(ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -13,17 +13,19 @@ from ssgan.config import Config, to_dict
 from ssgan.data import load_split
 from ssgan.evaluate import evaluate
 from ssgan.models import Classifier
-from ssgan.tracking import RunLogger, resolve_uri, use_store
+from ssgan.tracking import RunLogger, log_evaluation, resolve_uri, use_store
 from ssgan.train import check_plan, fit, resolve_device
 
 log = logging.getLogger("ssgan")
 
 
 def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
-                 nested: bool = False, tags: Optional[dict[str, str]] = None) -> dict[str, Any]:
+                 nested: bool = False, tags: Optional[dict[str, str]] = None,
+                 run_id: Optional[str] = None) -> dict[str, Any]:
     """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json).
 
-    `nested=True` opens the run as a child of the active run (ablations, comparisons)."""
+    `nested=True` opens the run as a child of the active run (ablations, comparisons); `run_id` records
+    into that existing run instead of a new one (a comparison creates its child runs up front)."""
     import mlflow
 
     split = load_split(cfg.data)  # data and plan errors surface before a run is opened
@@ -31,13 +33,14 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
     experiment_id = use_store(cfg)
     log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
              cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name, nested=nested) as run:
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=cfg.tracking.run_name,
+                          nested=nested) as run:
         tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
         if tags:
             mlflow.set_tags(tags)
         result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress)
         ev = evaluate(result.classifier, split.x_test, split.y_test, split.class_names)
-        tracker.log_evaluation(ev, step=len(result.history))
+        log_evaluation(ev, step=len(result.history))
         model_uri = None
         if cfg.tracking.log_model:
             tracker.log_checkpoint({

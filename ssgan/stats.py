@@ -21,3 +21,14 @@ def paired_ci(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float
         return mean, math.nan, math.nan
     half = t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def paired_tests(diffs: Sequence[float]) -> tuple[float, float]:
+    """Two-sided p-values of paired differences against 0: Student's paired t-test (the same as
+    `scipy.stats.ttest_rel` on the pairs) and the Wilcoxon signed-rank test (exact for small n without
+    ties). NaN when there is nothing to test: n < 2, or every difference equal."""
+    from scipy.stats import ttest_1samp, wilcoxon
+
+    if len(diffs) < 2 or max(diffs) == min(diffs):
+        return math.nan, math.nan
+    return float(ttest_1samp(diffs, 0.0).pvalue), float(wilcoxon(diffs).pvalue)

@@ -70,8 +70,7 @@ class RunLogger:
 
         self.mlflow, self.cfg = mlflow, cfg
         mlflow.log_params({k: _param(v) for k, v in flatten(cfg).items()})
-        mlflow.set_tags({"mode": cfg.mode, "dataset": cfg.data.name, "labels": str(num_labels),
-                         "split_seed": str(cfg.data.split_seed), "split_hash": split_hash})
+        mlflow.set_tags({"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels)})
         mlflow.log_dict(to_dict(cfg), "config.yaml")
         self._fixed_z: Optional[torch.Tensor] = None
 
@@ -94,20 +93,6 @@ class RunLogger:
         if generator.condition.dim:
             classes = (torch.arange(n) // rows) % generator.condition.num_classes
         return sample_grid(generator, self._fixed_z, classes, self.cfg.data.scale, nrow=rows)
-
-    def log_evaluation(self, ev, step: int) -> None:
-        """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow."""
-        import matplotlib.pyplot as plt
-
-        from ssgan.evaluate import confusion_figure
-
-        self.mlflow.log_metrics(ev.metrics(), step=step)
-        fig = confusion_figure(ev)
-        self.mlflow.log_figure(fig, "confusion_matrix.png")
-        plt.close(fig)
-        self.mlflow.log_dict(ev.report, "classification_report.json")
-        self.mlflow.log_text(ev.report_text, "classification_report.txt")
-        self.mlflow.log_dict({"labels": list(ev.class_names), "matrix": ev.confusion.tolist()}, "confusion_matrix.json")
 
     def log_model(self, classifier: torch.nn.Module, x_example: torch.Tensor, class_names: tuple[str, ...]) -> str:
         """Log `classifier` (inputs -> K class probabilities) with a signature; returns the model URI."""
@@ -134,6 +119,29 @@ class RunLogger:
     def finish(self, summary: dict[str, Any], stop_reason: str) -> None:
         self.mlflow.set_tag("stop_reason", stop_reason)
         self.mlflow.log_text(json.dumps(summary, indent=2), "summary.json")
+
+
+def split_tags(cfg: Config, split_hash: str, num_labels: int) -> dict[str, str]:
+    """The tags that say which data and which labeled examples a run saw (every method sets them)."""
+    return {"dataset": cfg.data.name, "labels": str(num_labels), "split_seed": str(cfg.data.split_seed),
+            "split_hash": split_hash}
+
+
+def log_evaluation(ev, step: int) -> None:
+    """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow;
+    the confusion matrix (PNG and JSON) and the classification report. Inside an active run."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from ssgan.evaluate import confusion_figure
+
+    mlflow.log_metrics(ev.metrics(), step=step)
+    fig = confusion_figure(ev.confusion, ev.class_names, f"test accuracy {ev.accuracy:.4f}")
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    plt.close(fig)
+    mlflow.log_dict(ev.report, "classification_report.json")
+    mlflow.log_text(ev.report_text, "classification_report.txt")
+    mlflow.log_dict({"labels": list(ev.class_names), "matrix": ev.confusion.tolist()}, "confusion_matrix.json")
 
 
 def _param(v: Any) -> str:

@@ -19,16 +19,19 @@ def tiny_images(seed: int = 0, n_per_class: int = N_PER_CLASS) -> tuple[np.ndarr
     return np.concatenate(x).astype(np.float32), np.concatenate(y)
 
 
-@pytest.fixture
-def npz_path(tmp_path):
+def write_tiny_npz(path):
     """Tiny partially labeled set: every third training label hidden (-1), plus a labeled test set."""
     x, y = tiny_images(0)
     y_partial = y.copy()
     y_partial[::3] = -1
     x_test, y_test = tiny_images(1, n_per_class=10)
-    path = tmp_path / "tiny.npz"
     np.savez(path, X=x, y=y_partial, X_test=x_test, y_test=y_test)
     return path
+
+
+@pytest.fixture
+def npz_path(tmp_path):
+    return write_tiny_npz(tmp_path / "tiny.npz")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,227 @@
+"""Measure the gain: every method over label budgets x split seeds, as child runs of one MLflow parent run.
+
+For each (label budget, split seed) every method sees the same labeled examples (`data.labels`,
+`data.split_seed`; equal `split_hash` tags prove it) and the same test set. `ssgan` and `supervised` are
+the toolkit's two modes of the same network (`train.seed` = the split seed); `label_spreading` and
+`self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
+the MLflow store holds, so `ssgan report` rebuilds it exactly.
+
+Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
+`split_hash`, `outcome` (finished | failed) and, for a failed run, `failure_reason`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm.auto import tqdm
+
+from ssgan.baselines import BASELINES, run_baseline
+from ssgan.config import Config, replace, to_dict
+from ssgan.data import draw_labeled, load_split
+from ssgan.errors import ConfigError
+from ssgan.run import run_training
+from ssgan.tracking import use_store
+from ssgan.train import check_plan
+
+log = logging.getLogger("ssgan")
+
+MODES = ("ssgan", "supervised")  # the toolkit's networks; the rest are scikit-learn's
+METHODS = (*MODES, *BASELINES)
+ALL = "all"  # the budget that uses every training label: the fully supervised ceiling
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The grid of a comparison: label budgets x split seeds 0..seeds-1 x methods."""
+
+    budgets: tuple[str, ...]  # "20", "50", ..., "all"
+    seeds: int
+    methods: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, budgets: str, seeds: int, methods: str) -> Plan:
+        """From the command line's `--labels 20,50,all --seeds 5 --methods ssgan,supervised`."""
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        if not names:
+            raise ConfigError(f"--methods is empty; choose from {', '.join(METHODS)}")
+        for m in names:
+            if m not in METHODS:
+                raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        parsed: list[str] = []
+        for item in (b.strip() for b in budgets.split(",") if b.strip()):
+            if item.lower() != ALL and not item.lstrip("-").isdigit():
+                raise ConfigError(f"--labels: {item!r} is neither a number of labels nor '{ALL}'")
+            budget = ALL if item.lower() == ALL else str(int(item))
+            if budget in parsed:
+                raise ConfigError(f"--labels lists {budget} twice")
+            parsed.append(budget)
+        if not parsed:
+            raise ConfigError(f"--labels is empty; give label budgets such as 20,50,{ALL}")
+        return cls(tuple(parsed), seeds, tuple(dict.fromkeys(names)))
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        """(method, budget, seed) in training order: all methods of one split together."""
+        return [(m, b, s) for b in self.budgets for s in range(self.seeds) for m in self.methods]
+
+    def tags(self) -> dict[str, str]:
+        return {"budgets": ",".join(self.budgets), "seeds": str(self.seeds), "methods": ",".join(self.methods)}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Plan:
+        return cls.parse(tags["budgets"], int(tags["seeds"]), tags["methods"])
+
+
+def run_config(cfg: Config, method: str, budget: str, seed: int) -> Config:
+    """The config of one run of the grid. Child runs do not log the model (train the winner with `ssgan train`)."""
+    return replace(cfg, **{"mode": method if method in MODES else cfg.mode,
+                           "data.labels": None if budget == ALL else int(budget),
+                           "data.split_seed": seed, "train.seed": seed, "tracking.log_model": False,
+                           "tracking.run_name": f"{method} {budget} labels seed {seed}"})
+
+
+def check_budgets(cfg: Config, plan: Plan) -> None:
+    """Fail before any training when a budget cannot be drawn from the data or a mode's config cannot run."""
+    split = load_split(replace(cfg, **{"data.labels": None}).data)  # every labeled training example
+    known, num_classes = len(split.labeled_idx), split.num_classes
+    for budget in plan.budgets:
+        if budget == ALL:
+            continue
+        n = int(budget)
+        if n > known:
+            raise ConfigError(f"--labels {n} is more than the {known} labeled training examples of {cfg.data.name}")
+        if n < num_classes:
+            raise ConfigError(f"--labels {n} is fewer than one label per class ({num_classes} classes)")
+        for seed in range(plan.seeds):
+            draw_labeled(split.y_train.numpy(), n, seed, num_classes)  # a class with too few labeled examples
+    for method in set(plan.methods) & set(MODES):
+        check_plan(replace(cfg, mode=method), split)
+
+
+def fingerprint(cfg: Config, plan: Plan) -> str:
+    """Same config (tracking aside) and same grid = same fingerprint: what `--resume` looks for."""
+    text = json.dumps({"config": {k: v for k, v in to_dict(cfg).items() if k != "tracking"}, **plan.tags()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", resume: bool = False,
+                   progress: Optional[bool] = None) -> dict[str, Any]:
+    """Train and evaluate every (method, budget, seed) of `plan`; write the report to `out_dir` and log it
+    to the parent run. Returns the report's summary.
+
+    A run that fails (an exception, or the watchdog stops it) is recorded as failed with its reason and
+    the comparison goes on. `resume=True` reopens the latest parent run with the same fingerprint and
+    skips its children that MLflow has as FINISHED (a watchdog stop is deterministic, so it is not
+    retried). Ctrl-C stops after the current run; the report then lists what is missing.
+    """
+    import mlflow
+
+    from ssgan.report import write_report
+
+    check_budgets(cfg, plan)
+    experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
+    with _parent_run(cfg, plan, experiment_id, resume) as parent:
+        done = _finished(experiment_id, parent.info.run_id)
+        todo = [r for r in plan.runs() if r not in done]
+        if done:
+            log.info("%d of %d runs already finished", len(done), len(plan.runs()))
+        interrupted = False
+        bar = tqdm(total=len(plan.runs()), initial=len(plan.runs()) - len(todo), desc="runs", unit="run",
+                   disable=None if progress is None else not progress)
+        try:
+            for method, budget, seed in todo:
+                bar.set_postfix_str(f"{method}, {budget} labels, seed {seed}")
+                _run_one(cfg, method, budget, seed, experiment_id, parent.info.run_id, progress)
+                bar.update()
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: the report lists the runs still to do; rerun with --resume to finish")
+        finally:
+            bar.close()
+        summary = write_report(experiment_id, parent.info.run_id, out_dir)
+        for name in summary["files"]:
+            mlflow.log_artifact(str(Path(out_dir) / name))
+        if interrupted:
+            mlflow.end_run(status="KILLED")
+    return summary
+
+
+def _parent_run(cfg: Config, plan: Plan, experiment_id: str, resume: bool):
+    """The active parent run: with `resume`, the latest comparison with the same fingerprint, reopened;
+    otherwise (or when there is none) a new one."""
+    import mlflow
+
+    key = fingerprint(cfg, plan)
+    if resume:
+        runs = mlflow.search_runs([experiment_id], filter_string=f"tags.kind = 'compare' and tags.fingerprint = '{key}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        if runs:
+            log.info("resuming comparison %s", runs[0].info.run_id)
+            return mlflow.start_run(run_id=runs[0].info.run_id)
+        log.info("no earlier comparison with these arguments in this experiment: starting a new one")
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"compare {','.join(plan.budgets)} labels x {plan.seeds} seeds",
+                           tags={"kind": "compare", "dataset": cfg.data.name, "fingerprint": key, **plan.tags()})
+    mlflow.log_dict(to_dict(cfg), "config.yaml")
+    return run
+
+
+def _run_one(cfg: Config, method: str, budget: str, seed: int, experiment_id: str, parent_id: str,
+             progress: Optional[bool]) -> None:
+    """One child run. It is created here, before training, so that a failure has a run to be recorded in."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = mlflow.MlflowClient()
+    run_cfg = run_config(cfg, method, budget, seed)
+    run_id = client.create_run(experiment_id, run_name=run_cfg.tracking.run_name, tags={
+        MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)}).info.run_id
+    try:
+        if method in MODES:
+            s = run_training(run_cfg, progress=progress, nested=True, run_id=run_id)
+        else:
+            s = run_baseline(method, run_cfg, run_id=run_id)
+    except KeyboardInterrupt:
+        _fail(client, run_id, "KILLED", "interrupted by the user")
+        raise
+    except Exception as e:  # one run's failure is recorded and the comparison goes on
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, reason, exc_info=log.isEnabledFor(logging.DEBUG))
+        _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
+        return
+    if s["stop_reason"] == "interrupted":  # fit() caught the Ctrl-C
+        _fail(client, run_id, "KILLED", "interrupted by the user")
+        raise KeyboardInterrupt
+    if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
+        _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
+        log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
+        return
+    client.set_tag(run_id, "outcome", "finished")
+    log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
+             s["test_accuracy"], s["test_macro_f1"])
+
+
+def _fail(client, run_id: str, status: str, reason: str) -> None:
+    _tag(client, run_id, {"outcome": "failed", "failure_reason": reason})
+    client.set_terminated(run_id, status)
+
+
+def _tag(client, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def _finished(experiment_id: str, parent_id: str) -> set[tuple[str, str, int]]:
+    """(method, budget, seed) of the parent's children that MLflow has as FINISHED."""
+    import mlflow
+
+    runs = mlflow.search_runs([experiment_id], output_format="list", filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"))
+    return {(r.data.tags["method"], r.data.tags["budget"], int(r.data.tags["split_seed"])) for r in runs}
