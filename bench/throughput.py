@@ -1,6 +1,7 @@
 """Training throughput against the hardware's own limit (issue 5).
 
-    python bench/throughput.py                       # CPU, MLP recipe and conv model, epoch-time scaling
+    python bench/throughput.py --models mlp          # CPU, MLP recipe, with epoch-time scaling
+    python bench/throughput.py --models conv --sizes "" --steps 10   # conv model, steps only
     python bench/throughput.py --device cuda --set train.precision=bf16 --set train.compile=true
 
 For each model it reports training steps/s, examples/s (steps/s x batch size: the rate at which an
@@ -64,7 +65,7 @@ def main() -> None:
               f"{100 * row['fraction_of_peak']:.0f}% of peak; epoch s by size: {row.get('epoch_seconds')}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = f"{device.type}-" + "-".join(o.split(".")[-1] for o in args.overrides) if args.overrides else device.type
+    tag = "-".join([device.type, args.models.replace(",", "-"), *(o.split(".")[-1] for o in args.overrides)])
     (out / f"throughput-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
