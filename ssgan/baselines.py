@@ -12,7 +12,9 @@ labeled examples and the same unlabeled pool as ssgan, and is scored on the same
 """
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -23,6 +25,8 @@ from ssgan.config import Config, flatten
 from ssgan.data import UNLABELED, Split, load_split
 from ssgan.evaluate import Evaluation, score
 from ssgan.tracking import log_evaluation, split_tags, use_store
+
+log = logging.getLogger("ssgan")
 
 BASELINES: dict[str, Callable[[], Any]] = {
     "label_spreading": lambda: LabelSpreading(kernel="knn", n_neighbors=7),
@@ -41,8 +45,18 @@ def semi_supervised_targets(split: Split) -> np.ndarray:
 def fit_and_score(estimator: Any, split: Split) -> Evaluation:
     """Fit a scikit-learn semi-supervised estimator on the split's training rows (-1 = unlabeled) and score
     its predictions on the test set."""
-    estimator.fit(split.x_train.flatten(1).numpy(), semi_supervised_targets(split))  # (N, D), (N,)
-    y_pred = estimator.predict(split.x_test.flatten(1).numpy())  # (M,)
+    x_test = split.x_test.flatten(1).numpy()  # (M, D)
+    with warnings.catch_warnings():
+        # LabelSpreading divides by zero for points whose kNN component holds no label; counted below
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+        estimator.fit(split.x_train.flatten(1).numpy(), semi_supervised_targets(split))  # (N, D), (N,)
+        y_pred = estimator.predict(x_test)  # (M,)
+        if isinstance(estimator, LabelSpreading):
+            unreached = int(np.isnan(estimator.predict_proba(x_test)).any(axis=1).sum())
+            if unreached:
+                log.warning("label_spreading: %d of %d test points have no labeled example in their kNN graph "
+                            "component; scikit-learn predicts class %s for them", unreached, len(x_test),
+                            estimator.classes_[0])
     return score(split.y_test.numpy(), y_pred, split.class_names)
 
 
