@@ -61,20 +61,50 @@ class WeightNormLinear(nn.Module):
                     self.b.copy_(-t.mean(dim=0) / std)
         # y = (g / ||v||) * (x v^T) + b: the scale is applied to the (B, out) output rather than to the
         # (out, in) weight, so neither the forward nor the backward makes a full-size copy of the weight.
-        if self._caching:
-            if self._cache is None:
-                self._cache = self.scale()
-            scale = self._cache
-        else:
-            scale = self.scale()
-        out = nn.functional.linear(x, self.v)  # (B, out)
-        return torch.addcmul(self.b, out, scale) if self.b is not None else out * scale
+        if self._caching or torch.is_autocast_enabled(x.device.type):  # frozen, or mixed precision: autograd
+            scale = self._cache if self._caching and self._cache is not None else self.scale()
+            if self._caching:
+                self._cache = scale
+            out = nn.functional.linear(x, self.v)  # (B, out)
+            return torch.addcmul(self.b, out, scale) if self.b is not None else out * scale
+        b = self.b if self.b is not None else torch.zeros_like(self.g)
+        return _WeightNormLinearFn.apply(x, self.v, self.g, b)  # fp32 training: the hand-written backward
 
     def scale(self) -> torch.Tensor:
         return self.g / self.v.norm(dim=1)  # (out,)
 
     def weight(self) -> torch.Tensor:
         return self.v * self.scale().unsqueeze(1)  # (out, in)
+
+
+class _WeightNormLinearFn(torch.autograd.Function):
+    """y = s * (x v^T) + b with s = g / ||v|| (per output row), with a hand-written backward:
+
+        dx = (dy * s) v,   dg = sum_B(dy * x v^T) / ||v||,   db = sum_B(dy),
+        dv = (dy * s)^T x - (g * dg / ||v||^2) v      (one addmm: no full-size temporaries besides v * c)
+    """
+
+    @staticmethod
+    def forward(ctx, x, v, g, b):
+        norm = v.norm(dim=1)  # (out,)
+        scale = g / norm
+        t = x @ v.t()  # (B, out)
+        ctx.save_for_backward(x, v, g, norm, t)
+        return torch.addcmul(b, t, scale)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, v, g, norm, t = ctx.saved_tensors
+        scale = g / norm
+        dys = dy * scale  # (B, out)
+        ds = (dy * t).sum(dim=0)  # (out,) gradient of the per-row scale s
+        dg = ds / norm
+        dx = dys @ v if ctx.needs_input_grad[0] else None
+        dv = None
+        if ctx.needs_input_grad[1]:
+            dv = torch.addmm(v * (-g * dg / norm.square()).unsqueeze(1), dys.t(), x)  # (out, in)
+        db = dy.sum(dim=0)
+        return dx, dv, dg, db
 
 
 @contextlib.contextmanager

@@ -71,3 +71,19 @@ def test_data_dependent_init_normalizes_pre_activations():
     assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-4)
     assert torch.allclose(out.std(0), torch.ones(4), atol=1e-3)
     assert not layer._init_pending  # only the one batch
+
+
+def test_weight_norm_layer_backward_is_the_gradient_of_its_formula():
+    from ssgan.models import WeightNormLinear, _WeightNormLinearFn
+
+    torch.manual_seed(0)
+    args = (torch.randn(5, 7, dtype=torch.float64, requires_grad=True),
+            torch.randn(3, 7, dtype=torch.float64, requires_grad=True),
+            (torch.rand(3, dtype=torch.float64) + 0.5).requires_grad_(),
+            torch.randn(3, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(_WeightNormLinearFn.apply, args)
+    # ... and the layer computes g * (v / ||v||) x + b
+    layer = WeightNormLinear(7, 3).double()
+    x = args[0].detach()
+    expected = x @ (layer.g[:, None] * layer.v / layer.v.norm(dim=1, keepdim=True)).t() + layer.b
+    assert torch.allclose(layer(x), expected)
