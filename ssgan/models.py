@@ -30,7 +30,7 @@ class GaussianNoise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.std * self.scale > 0:
-            return x + torch.randn_like(x) * (self.std * self.scale)
+            return x + torch.empty_like(x).normal_(0.0, self.std * self.scale)  # the std applied while drawing
         return x
 
 
