@@ -73,9 +73,6 @@ class WeightNormLinear(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.g / self.v.norm(dim=1)  # (out,)
 
-    def weight(self) -> torch.Tensor:
-        return self.v * self.scale().unsqueeze(1)  # (out, in)
-
 
 class _WeightNormLinearFn(torch.autograd.Function):
     """y = s * (x v^T) + b with s = g / ||v|| (per output row), with a hand-written backward:
