@@ -3,12 +3,14 @@
     python bench/throughput.py --models mlp          # CPU, MLP recipe, with epoch-time scaling
     python bench/throughput.py --models conv --sizes "" --steps 10   # conv model, steps only
     python bench/throughput.py --device cuda --set train.precision=bf16 --set train.compile=true
+    python bench/throughput.py --device cuda --set train.cuda_graph=false   # eager steps on a GPU
 
 For each model it reports training steps/s, examples/s (steps/s x batch size: the rate at which an
 epoch advances), the matmul/conv FLOPs of one step (forward + backward of D and G, counted by
 ssgan/flops.py, whose docstring states the formula), the achieved FLOP rate, and that rate divided by
 the peak FLOP rate of a large dense matmul measured in the same run on the same device (before and
-after the steps; the higher of the two counts). It also times
+after the steps; the higher of the two counts; on a GPU an 8192^2 matmul in the step's precision,
+fp32 or bf16). On a GPU the step is replayed as a CUDA graph unless train.cuda_graph=false. It also times
 one epoch at 10k, 30k and 60k unlabeled examples (time per epoch should grow linearly).
 
 Data are random tensors of MNIST's shape: speed does not depend on pixel values. Results go to
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from ssgan.config import load_config  # noqa: E402
 from ssgan.data import UNLABELED, Split  # noqa: E402
 from ssgan.flops import matmul_peak, step_flops  # noqa: E402
+from ssgan.graphs import GraphedStep  # noqa: E402
 from ssgan.train import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
 
 MODELS = {"mlp": [], "conv": ["model.arch=conv"]}  # overrides of configs/mnist-100.yaml
@@ -48,7 +51,11 @@ def main() -> None:
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    peak = matmul_peak(device)
+    peak_kw = {}
+    if device.type == "cuda":
+        bf16 = "train.precision=bf16" in args.overrides
+        peak_kw = {"n": 8192, "dtype": torch.bfloat16 if bf16 else torch.float32}
+    peak = matmul_peak(device, **peak_kw)
     report = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "overrides": args.overrides, "matmul_peak_gflops": peak / 1e9, "models": {}}
     print(f"{report['device']}: dense matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
@@ -56,7 +63,7 @@ def main() -> None:
         cfg = load_config(ROOT / "configs/mnist-100.yaml",
                           [*MODELS[name], *args.overrides, f"train.device={args.device}", "train.lr_schedule=constant"])
         row = measure_steps(cfg, device, args.steps)
-        peak = max(peak, matmul_peak(device))  # again after the steps: the higher (stricter) peak counts
+        peak = max(peak, matmul_peak(device, **peak_kw))  # again after the steps: the higher (stricter) peak counts
         report["matmul_peak_gflops"] = peak / 1e9
         row["gflops_per_s"] = row["flops_per_step"] * row["steps_per_s"] / 1e9
         row["fraction_of_peak"] = row["gflops_per_s"] * 1e9 / peak
@@ -65,10 +72,11 @@ def main() -> None:
         report["models"][name] = row
         print(f"{name}: {row['steps_per_s']:.2f} steps/s, {row['examples_per_s']:.0f} examples/s, "
               f"{row['flops_per_step'] / 1e9:.2f} GFLOP/step, {row['gflops_per_s']:.1f} GFLOP/s = "
-              f"{100 * row['fraction_of_peak']:.0f}% of peak; epoch s by size: {row.get('epoch_seconds')}", flush=True)
+              f"{100 * row['fraction_of_peak']:.1f}% of peak (cuda_graph {row['cuda_graph']}); "
+              f"epoch s by size: {row.get('epoch_seconds')}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = "-".join([device.type, args.models.replace(",", "-"), *(o.split(".")[-1] for o in args.overrides)])
+    tag = "-".join([device.type, args.models.replace(",", "-"), *(o.split(".")[-1].replace("=", "_") for o in args.overrides)])
     (out / f"throughput-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -81,20 +89,26 @@ def measure_steps(cfg, device: torch.device, steps: int) -> dict:
     y = torch.randint(10, (b,), device=device)
     batches = (x[:b], y, x[b:2 * b], x[2 * b:])
     flops = step_flops(nets, cfg, *batches)
-    for _ in range(10):  # warm-up (and compilation, when on)
-        train_step(nets, cfg, *batches)
+    step = lambda *b: train_step(nets, cfg, *b)  # noqa: E731
+    if nets.graphed:
+        step = GraphedStep(step)
+    for _ in range(10):  # warm-up (and compilation or graph capture, when on)
+        step(*batches)
     _sync(device)
     blocks, per_block = 5, max(1, steps // 5)
     best = float("inf")  # best of 5 blocks, as for the matmul peak: both are limits, not averages
     for _ in range(blocks):
         start = time.perf_counter()
         for _ in range(per_block):
-            losses = train_step(nets, cfg, *batches)
+            losses = step(*batches)
         float(losses["loss_d"])  # one sync per block, as the training loop syncs once per epoch
         best = min(best, (time.perf_counter() - start) / per_block)
     sps = 1.0 / best
+    graph = "on" if isinstance(step, GraphedStep) and step.captured else "off"
+    if isinstance(step, GraphedStep) and step.failure:
+        graph = f"failed: {step.failure}"
     return {"steps_per_s": sps, "examples_per_s": sps * b, "flops_per_step": flops, "batch_size": b,
-            "timing": f"best of {blocks} blocks of {per_block} steps"}
+            "cuda_graph": graph, "timing": f"best of {blocks} blocks of {per_block} steps"}
 
 
 def epoch_seconds(cfg, n: int) -> float:

@@ -71,6 +71,8 @@ class TrainConfig:
     data_on_device: Optional[bool] = None  # training data as tensors on the device; null = when they fit
     fused_d: bool = True  # D's update in one forward over labeled + unlabeled + generated rows
     #                       (used only when D has no batch norm, whose statistics fusion would mix)
+    cuda_graph: Optional[bool] = None  # the whole step as one CUDA graph, replayed (ssgan/graphs.py);
+    #                                    null = on when training on a CUDA GPU and the step allows it
 
 
 @dataclass(frozen=True)

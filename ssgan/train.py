@@ -22,11 +22,12 @@ from ssgan.batches import BatchSource
 from ssgan.config import Config
 from ssgan.data import Split
 from ssgan.errors import ConfigError
+from ssgan.graphs import GraphedStep, use_cuda_graph
 from ssgan.losses import conditional_entropy, feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
 from ssgan.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                           init_from_data, sample_noise)
 from ssgan.monitor import collapse_metrics
-from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_noise_scale
+from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_lr, set_noise_scale
 from ssgan.watchdog import Watchdog
 
 log = logging.getLogger("ssgan")
@@ -40,6 +41,7 @@ class Nets:
     opt_g: Optional[torch.optim.Optimizer]
     num_classes: int
     fused: bool = False  # D's update in one forward (train.fused_d, and D has no batch norm)
+    graphed: bool = False  # the step is replayed as a CUDA graph (train.cuda_graph, ssgan/graphs.py)
     d_forward: Optional[Callable] = None  # D or torch.compile(D) (see `prepare`); the modules stay as they are
     g_forward: Optional[Callable] = None
 
@@ -57,6 +59,7 @@ class TrainResult:
     stop_message: str = ""
     watchdog_warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cuda_graph: str = "off"  # off | on | failed: <reason> (train.cuda_graph, ssgan/graphs.py)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,16 +87,17 @@ def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, devi
     """D (and G in ssgan mode) with their optimizers; `x_init` is a batch of training inputs for the
     data-dependent init of weight-normed layers (Salimans & Kingma 2016)."""
     t, tricks = cfg.train, cfg.tricks
+    graphed = use_cuda_graph(cfg, device)
     D = build_discriminator(cfg.model, input_shape, num_classes, tricks).to(device)
     if cfg.model.data_init and x_init is not None:
         init_from_data(D, x_init)
     set_noise_scale(D, noise_scale(tricks, 0, 1))  # Gaussian noise on or off per tricks.gaussian_noise
-    opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks)
+    opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks, capturable=graphed)
     G, opt_g = None, None
     if cfg.mode == "ssgan":
         G = build_generator(cfg.model, input_shape, cfg.data.scale, tricks, num_classes).to(device)
-        opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks)
-    return Nets(D, G, opt_d, opt_g, num_classes, fused=t.fused_d and not has_batch_norm(D))
+        opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=graphed)
+    return Nets(D, G, opt_d, opt_g, num_classes, fused=t.fused_d and not has_batch_norm(D), graphed=graphed)
 
 
 def prepare(nets: Nets, cfg: Config) -> Nets:
@@ -113,8 +117,11 @@ def prepare(nets: Nets, cfg: Config) -> Nets:
 
 
 def _autocast(cfg: Config, device: torch.device):
-    """bfloat16 autocast for the forwards when train.precision=bf16 (a no-op context otherwise)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+    """bfloat16 autocast for the forwards when train.precision=bf16 (a no-op context otherwise). Its
+    cache of cast weights is off while a CUDA graph is being captured (the graph must recast them)."""
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16",
+                          cache_enabled=not capturing)
 
 
 def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> dict[str, torch.Tensor]:
@@ -241,20 +248,35 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     nets = prepare(build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe), cfg)
     ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else nets.D
-    idx_lb = split.labeled_idx
+    index_device = data.device if data.resident else None  # batches drawn by index where the data live
+    idx_lb = split.labeled_idx.to(index_device) if index_device else split.labeled_idx
+    chunk = 1 << 16 if index_device is not None and index_device.type != "cpu" else 0  # indices moved at once
     x_test = split.x_test.to(device) if data.resident else split.x_test
     steps, total = check_plan(cfg, split)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(t, tricks, s, total))
-                  for o in (nets.opt_d, nets.opt_g) if o is not None]
-    lb_stream = index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed))  # same in both modes
+    schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None], lambda s: lr_factor(t, tricks, s, total))
+    # the same labeled batches in both modes
+    lb_stream = index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed), index_device, chunk)
     # D's and G's unlabeled batches come from two independent passes: each sees every example once per epoch
-    ulb_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 1))
-    ulb2_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 2))
+    ulb_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 1), index_device, chunk)
+    ulb2_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 2), index_device, chunk)
     z_probe = torch.rand(256, cfg.model.noise_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
     c_probe = torch.arange(256, device=device) % split.num_classes  # every class equally, for a conditional G
     watchdog = Watchdog(tricks.watchdog, device, adversarial=nets.G is not None)
     check_every = min(tricks.watchdog.patience, 50)
     good = _snapshot(nets, ema)  # the last good state, restored when the watchdog stops training
+    sums: dict[str, torch.Tensor] = {}  # per-epoch loss sums, on the device, updated in place
+
+    def step(*batch: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = train_step(nets, cfg, *batch)
+        watchdog.observe(losses)
+        for k, v in losses.items():
+            if k in sums:
+                sums[k].add_(v)
+            else:  # first step (always eager, also when graphed)
+                sums[k] = v.clone()
+        return losses
+
+    run_step = GraphedStep(step) if nets.graphed else step
 
     result = TrainResult(classifier=evaluated, generator=nets.G)
     start = time.perf_counter()
@@ -265,7 +287,8 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     try:
         for epoch in range(1, t.epochs + 1):
             epoch_start = time.perf_counter()
-            sums: dict[str, torch.Tensor] = {}
+            for v in sums.values():
+                v.zero_()
             for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
                 x_lb, y_lb = data.get(idx_lb[next(lb_stream)])
                 x_ulb = x_ulb2 = None
@@ -274,14 +297,10 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
                     x_ulb2, _ = data.get(next(ulb2_stream))
                 if tricks.noise_anneal:
                     set_noise_scale(nets.D, noise_scale(tricks, (epoch - 1) * steps + i, total))
-                losses = train_step(nets, cfg, x_lb, y_lb, x_ulb, x_ulb2)
-                for s in schedulers:
-                    s.step()
+                run_step(x_lb, y_lb, x_ulb, x_ulb2)
+                schedule.step()
                 if ema:
                     ema.update(nets.D)
-                watchdog.observe(losses)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0) + v
                 if (i + 1) % check_every == 0 and _watch(watchdog, result, None):
                     break
             if result.stop_reason != "completed":
@@ -304,6 +323,8 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
         _restore(nets, ema, good)
         log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.history), result.stop_message)
     result.seconds = time.perf_counter() - start
+    if isinstance(run_step, GraphedStep):
+        result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"
     evaluated.eval()
     if nets.G is not None:
         nets.G.eval()
@@ -321,7 +342,7 @@ def _epoch_metrics(nets: Nets, evaluated: nn.Module, split: Split, x_test: torch
             x_fake = nets.G.eval()(z_probe, c_probe if nets.G.condition.dim else None)
         nets.G.train()
         metrics.update(collapse_metrics(nets.D, x_fake, x_probe, split.num_classes))
-    metrics["lr"] = nets.opt_d.param_groups[0]["lr"]
+    metrics["lr"] = float(nets.opt_d.param_groups[0]["lr"])
     return metrics
 
 
@@ -355,15 +376,53 @@ def _accuracy(model: nn.Module, x_test: torch.Tensor, split: Split) -> float:
     return float((predict_proba(model, x_test, split.num_classes).argmax(1) == split.y_test).float().mean())
 
 
-def index_stream(n: int, batch_size: int, gen: torch.Generator):
+def index_stream(n: int, batch_size: int, gen: torch.Generator, device: Optional[torch.device] = None,
+                 chunk: int = 0):
     """Endless batches of indices into range(n): each pass is a fresh permutation, so every example
-    is drawn once per pass; a batch larger than n spans several passes (small labeled sets)."""
-    buf = torch.empty(0, dtype=torch.int64)
+    is drawn once per pass; a batch larger than n spans several passes (small labeled sets).
+
+    Permutations are drawn on the host from `gen`, so the batches are the same on every device and for
+    every `chunk`. They move to `device` (if given) `chunk` or more indices at a time: on a GPU the
+    steps then make no host-to-device copy (a copy from pageable memory would make the host wait for
+    the GPU at every step)."""
+    ahead = chunk > 0
+    buf = torch.empty(0, dtype=torch.int64, device=device)
     while True:
-        while len(buf) < batch_size:
-            buf = torch.cat([buf, torch.randperm(n, generator=gen)])
+        if len(buf) < batch_size:
+            perms, have = [], len(buf)
+            while have < (max(batch_size, chunk) if ahead else batch_size):
+                perms.append(torch.randperm(n, generator=gen))
+                have += n
+            fresh = torch.cat(perms)
+            if device is not None and device.type == "cuda":
+                fresh = fresh.pin_memory().to(device, non_blocking=True)
+            elif device is not None:
+                fresh = fresh.to(device)
+            buf = torch.cat([buf, fresh]) if len(buf) else fresh
         yield buf[:batch_size]
         buf = buf[batch_size:]
+
+
+class Schedule:
+    """The learning rate of step s is base_lr * factor(s) for every optimizer (what LambdaLR computes),
+    set in place, and only when it changes (a captured Adam reads it from the device)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer], factor: Callable[[int], float]):
+        self.optimizers, self.factor, self.steps = optimizers, factor, 0
+        self.base = [float(o.param_groups[0]["lr"]) for o in optimizers]
+        self.last: Optional[float] = None
+        self._apply()
+
+    def step(self) -> None:
+        self.steps += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        f = self.factor(self.steps)
+        if f != self.last:
+            for o, base in zip(self.optimizers, self.base):
+                set_lr(o, base * f)
+            self.last = f
 
 
 def _quiet(progress: Optional[bool]) -> Optional[bool]:

@@ -55,11 +55,27 @@ def noise_scale(tricks: TricksConfig, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, train: TrainConfig, tricks: TricksConfig):
+def make_optimizer(params: Iterable[nn.Parameter], lr: float, train: TrainConfig, tricks: TricksConfig,
+                   capturable: bool = False):
+    """Adam (fused: one kernel for the whole update, on CPU and CUDA alike) or SGD with momentum.
+    `capturable`: Adam keeps its step count and learning rate on the device, so that a CUDA graph can
+    replay its update (ssgan/graphs.py); the learning rate is then a tensor that `set_lr` fills."""
     if tricks.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=tricks.momentum)
-    # fused: one kernel per parameter for the whole update, on CPU and CUDA alike
+    if capturable:
+        params = list(params)
+        lr_t = torch.tensor(lr, dtype=torch.float32, device=params[0].device)
+        return torch.optim.Adam(params, lr=lr_t, betas=(train.beta1, train.beta2), fused=True, capturable=True)
     return torch.optim.Adam(params, lr=lr, betas=(train.beta1, train.beta2), fused=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: in place when it is a device tensor (a captured Adam reads it there)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def lr_factor(train: TrainConfig, tricks: TricksConfig, step: int, total_steps: int) -> float:

@@ -36,12 +36,10 @@ class Watchdog:
         self.finite = torch.ones((), dtype=torch.bool, device=device)
 
     def observe(self, losses: dict[str, torch.Tensor]) -> None:
-        """Record one step's losses, on device."""
-        low = (losses["loss_d"] < self.cfg.d_loss_below).long()
-        self.low_streak = (self.low_streak + 1) * low
-        self.max_streak = torch.maximum(self.max_streak, self.low_streak)
-        for v in losses.values():
-            self.finite = self.finite & torch.isfinite(v).all()
+        """Record one step's losses, on device and in place (so a CUDA graph can replay it)."""
+        self.low_streak.add_(1).mul_(losses["loss_d"] < self.cfg.d_loss_below)
+        torch.maximum(self.max_streak, self.low_streak, out=self.max_streak)
+        self.finite &= torch.isfinite(torch.stack([v.float() for v in losses.values()])).all()
 
     def verdict(self, diversity: Optional[float] = None) -> Optional[str]:
         """The reason to stop, or None. One host sync."""

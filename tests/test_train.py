@@ -179,3 +179,41 @@ def test_host_memory_batches_give_the_same_training_as_device_resident_ones(npz_
     resident = fit(replace(cfg, **{"train.data_on_device": True}), split, progress=False)
     host = fit(replace(cfg, **{"train.data_on_device": False}), split, progress=False)
     assert resident.history[0]["loss_d"] == host.history[0]["loss_d"]
+
+
+def test_index_batches_are_the_same_whether_drawn_ahead_in_chunks_or_not():
+    plain = index_stream(7, 10, torch.Generator().manual_seed(3))
+    ahead = index_stream(7, 10, torch.Generator().manual_seed(3), torch.device("cpu"), chunk=50)
+    for _ in range(20):
+        assert torch.equal(next(plain), next(ahead))
+
+
+def test_learning_rate_schedule_matches_lambda_lr_and_fills_device_tensors_in_place():
+    from ssgan.train import Schedule
+    from ssgan.tricks import set_lr
+
+    cfg = replace(Config(), **{"train.lr_schedule": "linear_decay", "train.decay_start": 0.5, "tricks.warmup_steps": 3})
+    factor = lambda s: lr_factor(cfg.train, cfg.tricks, s, 10)  # noqa: E731
+    ours = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule, ref_schedule = Schedule([ours], factor), torch.optim.lr_scheduler.LambdaLR(ref, factor)
+    for _ in range(10):
+        assert ours.param_groups[0]["lr"] == ref.param_groups[0]["lr"]
+        ref.step()  # (no gradients: nothing moves; LambdaLR only wants the optimizer stepped first)
+        schedule.step()
+        ref_schedule.step()
+    lr = torch.tensor(0.1)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    set_lr(opt, 0.025)
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(0.025)
+
+
+def test_cuda_graph_switch_needs_a_cuda_device(npz_path):
+    from ssgan.errors import ConfigError
+
+    cfg = tiny_cfg(npz_path)
+    assert cfg.train.cuda_graph is None and not build_nets(cfg, (1, 8, 8), 3, torch.device("cpu")).graphed
+    with pytest.raises(ConfigError, match="train.cuda_graph=true but the training device is cpu"):
+        fit(replace(cfg, **{"train.cuda_graph": True}), load_split(cfg.data), progress=False)
+    result = fit(replace(cfg, **{"train.epochs": 1}), load_split(cfg.data), progress=False)
+    assert result.cuda_graph == "off"

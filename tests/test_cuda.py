@@ -1,0 +1,72 @@
+"""The CUDA path: the step replayed as a CUDA graph trains exactly as the eager step does, and the speed
+switches run on a GPU. Skipped (with the reason) where no CUDA GPU is present, as in CI."""
+import pytest
+import torch
+
+from ssgan.config import replace
+from ssgan.data import load_split
+from ssgan.graphs import GraphedStep
+from ssgan.train import build_nets, fit, predict_proba, train_step
+from tests.test_train import tiny_cfg
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = torch.device("cuda")
+
+
+def _run_steps(cfg, split, graphed: bool, steps: int = 8):
+    """`steps` updates on fixed batches from the same init and RNG state; losses of each step, final nets."""
+    cfg = replace(cfg, **{"train.device": "cuda", "train.cuda_graph": graphed})
+    torch.manual_seed(0)
+    nets = build_nets(cfg, split.input_shape, split.num_classes, CUDA)
+    assert nets.graphed == graphed
+    x = split.x_train.to(CUDA)
+    batch = (x[split.labeled_idx.to(CUDA)], split.y_train[split.labeled_idx].to(CUDA), x[:10], x[10:20])
+    step = lambda *b: train_step(nets, cfg, *b)  # noqa: E731
+    run = GraphedStep(step) if graphed else step
+    torch.cuda.manual_seed(123)
+    history = [{k: v.clone() for k, v in run(*batch).items()} for _ in range(steps)]
+    if graphed:
+        assert run.captured, run.failure
+    return history, nets
+
+
+@pytest.mark.parametrize("extra", [{}, {"tricks.label_smoothing": True, "tricks.label_flip": True},
+                                   {"tricks.conditional": True}, {"mode": "supervised"}])
+def test_graph_replays_train_exactly_as_the_eager_step(npz_path, extra):
+    cfg = tiny_cfg(npz_path, **{"data.labels": 10, **extra})  # Gaussian noise on: the graph's RNG is eager's
+    split = load_split(cfg.data)
+    eager, eager_nets = _run_steps(cfg, split, graphed=False)
+    graph, graph_nets = _run_steps(cfg, split, graphed=True)
+    for i, (e, g) in enumerate(zip(eager, graph)):
+        for k in e:
+            assert torch.allclose(e[k], g[k], rtol=1e-4, atol=1e-5), f"step {i}: {k} {e[k]} vs {g[k]}"
+    for net in ("D", "G"):
+        if getattr(eager_nets, net) is None:
+            continue
+        for (name, p), q in zip(getattr(eager_nets, net).named_parameters(), getattr(graph_nets, net).parameters()):
+            assert torch.allclose(p, q, rtol=1e-3, atol=1e-5), f"{net}.{name}"
+
+
+def test_graphed_fit_follows_the_eager_fit_and_says_it_was_graphed(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2, "train.steps_per_epoch": 6,
+                                "train.lr_schedule": "linear_decay", "train.decay_start": 0.0})
+    split = load_split(cfg.data)
+    graphed = fit(cfg, split, progress=False)  # cuda_graph: null = on for this config on a GPU
+    eager = fit(replace(cfg, **{"train.cuda_graph": False}), split, progress=False)
+    assert graphed.cuda_graph == "on" and eager.cuda_graph == "off"
+    for g, e in zip(graphed.history, eager.history):
+        assert g["lr"] == pytest.approx(e["lr"])  # the schedule reaches the captured Adam
+        assert g["loss_d"] == pytest.approx(e["loss_d"], rel=1e-3)
+
+
+@pytest.mark.parametrize("switch", [{"train.precision": "bf16"}, {"train.compile": True},
+                                    {"train.precision": "bf16", "model.arch": "conv", "model.conv_width": 4},
+                                    {"train.compile": True, "train.cuda_graph": True}])
+def test_speed_switches_train_on_a_gpu(npz_path, switch):
+    cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2, **switch})
+    split = load_split(cfg.data)
+    result = fit(cfg, split, progress=False)
+    assert result.stop_reason == "completed" and len(result.history) == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.history[-1].values())
+    probs = predict_proba(result.classifier, split.x_test, split.num_classes)
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
