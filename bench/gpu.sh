@@ -21,7 +21,7 @@ echo "== 1. full recipe, seed 0 (left $(left) s)"
 timeout 300 python3 bench/gpu_recipe.py --seed 0 --root /tmp/ds --out "$OUT" 2>&1 | grep -v "^\s*$" | tail -5
 
 echo "== 2. CUDA tests (left $(left) s)"
-timeout 150 python3 -m pytest -q -x tests/test_cuda.py tests/test_train.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/pytest.txt"
+timeout 200 python3 -m pytest -q tests/test_cuda.py tests/test_train.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/pytest.txt"
 
 echo "== 3. throughput (left $(left) s)"
 timeout 60 python3 bench/throughput.py --device cuda --models mlp --steps 500 --out "$OUT" 2>&1 | grep -E "mlp:|peak|Error"
@@ -34,6 +34,7 @@ timeout 60 python3 bench/throughput.py --device cuda --models conv --sizes "" --
 
 echo "== 4. seeds 1 and 2 side by side (left $(left) s)"
 for s in 1 2; do
+  [ "$(left)" -gt 60 ] || break
   timeout $(( $(left) - 15 )) python3 bench/gpu_recipe.py --seed $s --root /tmp/ds --out "$OUT" > "$OUT/seed$s.log" 2>&1 &
 done
 wait
