@@ -215,5 +215,7 @@ def test_cuda_graph_switch_needs_a_cuda_device(npz_path):
     assert cfg.train.cuda_graph is None and not build_nets(cfg, (1, 8, 8), 3, torch.device("cpu")).graphed
     with pytest.raises(ConfigError, match="train.cuda_graph=true but the training device is cpu"):
         fit(replace(cfg, **{"train.cuda_graph": True}), load_split(cfg.data), progress=False)
+    with pytest.raises(ConfigError, match="train.cuda_graph=true but train.compile is on"):
+        build_nets(replace(cfg, **{"train.cuda_graph": True, "train.compile": True}), (1, 8, 8), 3, torch.device("cpu"))
     result = fit(replace(cfg, **{"train.epochs": 1}), load_split(cfg.data), progress=False)
     assert result.cuda_graph == "off"
