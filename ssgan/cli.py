@@ -39,14 +39,19 @@ def cli(quiet: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
 @click.option("--mode", type=click.Choice(["ssgan", "supervised"]), help="Overrides the config's mode.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write summary.json here.")
-def train(config_path, overrides, mode, out_dir) -> None:
+@click.option("--register", "register_name", metavar="NAME", help="Register the logged model in MLflow's registry as NAME.")
+@click.option("--alias", default="champion", show_default=True, help="With --register: the alias set on the new version.")
+def train(config_path, overrides, mode, out_dir, register_name, alias) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
     from ssgan.run import run_training
+    from ssgan.serving import check_alias
 
+    check_alias(alias)
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
-    summary = run_training(cfg, out_dir)
-    click.echo(json.dumps({k: summary[k] for k in ("run_id", "mode", "labels", "test_accuracy", "stop_reason")}))
+    summary = run_training(cfg, out_dir, register=register_name, alias=alias)
+    keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
+    click.echo(json.dumps({k: summary[k] for k in keys}))
     if summary["stop_reason"] not in ("completed", "interrupted"):
         click.echo(f"stopped early ({summary['stop_reason']}): {summary['stop_message']}; "
                    f"the last good epoch's weights and all metrics are in run {summary['run_id']}", err=True)
@@ -120,6 +125,23 @@ def sample(model_ref, class_name, count, seed, tracking_uri, out_path) -> None:
     from ssgan.samples import write_samples
 
     click.echo(str(write_samples(model_ref, out_path, count, class_name, seed, tracking_uri)))
+
+
+@cli.command()
+@click.option("--model", "model_ref", required=True,
+              help="A run id, a models:/NAME@ALIAS (or runs:/) URI, a logged model folder or a checkpoint.pt file.")
+@click.option("--input", "input_path", required=True, help="A CSV / parquet table, an .npz (array X) or a folder of images.")
+@click.option("--out", "out_path", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--tracking-uri", help="MLflow store holding the model (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+def predict(model_ref, input_path, out_path, tracking_uri) -> None:
+    """Predict classes for new inputs: one CSV row per input with the class name and per-class probabilities."""
+    import mlflow
+
+    from ssgan.serving import write_predictions
+    from ssgan.tracking import resolve_uri
+
+    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+    click.echo(str(write_predictions(model_ref, input_path, out_path)))
 
 
 def main() -> None:

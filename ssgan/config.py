@@ -20,11 +20,16 @@ from ssgan.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: Literal["mnist", "digits", "npz", "csv"] = "digits"
-    root: str = "data"  # torchvision datasets live under ROOT/<Dataset>/raw
+    name: Literal["mnist", "fashion_mnist", "svhn", "cifar10", "digits", "npz", "csv", "parquet", "imagefolder"] = "digits"
+    root: str = "data"  # torchvision datasets live under ROOT/<Dataset>/; imagefolder: ROOT/<class>/*.png|jpg
     download: bool = False
-    path: Optional[str] = None  # .npz / .csv file for name=npz|csv
-    label_column: str = "label"  # csv: the label column (empty or -1 = unlabeled)
+    path: Optional[str] = None  # the file for name=npz|csv|parquet
+    test_path: Optional[str] = None  # csv|parquet: a labeled test file (else labeled rows are held out)
+    label_column: str = "label"  # csv|parquet: the label column (empty, NaN or -1 = unlabeled)
+    feature_columns: Optional[tuple[str, ...]] = None  # csv|parquet: feature columns; null = all but the label
+    unlabeled_dir: str = "unlabeled"  # imagefolder: the subfolder of ROOT whose images have no label
+    image_size: Optional[tuple[int, ...]] = None  # imagefolder: [height, width] to resize to; null = the first image's
+    color: Literal["gray", "rgb"] = "rgb"  # imagefolder: 1 or 3 channels
     labels: Optional[int] = 100  # size of the labeled subset; null = every labeled training example
     split_seed: int = 0  # draws the labeled subset
     test_fraction: float = 0.2  # npz/csv without X_test: labeled rows held out for testing
@@ -138,6 +143,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.test_fraction": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
     "model.d_hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a non-empty list of positive integers"),
     "model.g_hidden": (lambda v: len(v) >= 1 and min(v) >= 1, "a non-empty list of positive integers"),
+    "data.image_size": (lambda v: v is None or (len(v) == 2 and min(v) >= 1), "[height, width] or null"),
+    "data.feature_columns": (lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)),
+                             "a non-empty list of distinct column names or null"),
     "model.conv_width": (lambda v: v >= 1, ">= 1"),
     "model.noise_dim": (lambda v: v >= 1, ">= 1"),
     "model.input_noise": (lambda v: v >= 0, ">= 0"),

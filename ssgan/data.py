@@ -7,16 +7,17 @@ training set (labeled examples included); the labeled subset is drawn class-bala
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ssgan.config import DataConfig
 from ssgan.errors import DataError
+from ssgan.preprocess import MinMax, Preprocessor, Standardize
 
 UNLABELED = -1
 
@@ -29,6 +30,8 @@ class Split:
     x_test: torch.Tensor  # (M, *input_shape)
     y_test: torch.Tensor  # (M,)
     class_names: tuple[str, ...]
+    preprocess: Optional[Preprocessor] = None  # raw inputs -> network inputs (fitted on the training rows)
+    feature_names: Optional[tuple[str, ...]] = None  # tables: the feature columns, in order
 
     @property
     def num_classes(self) -> int:
@@ -45,20 +48,34 @@ class Split:
 
 
 def load_split(cfg: DataConfig) -> Split:
-    loaders = {"mnist": _load_mnist, "digits": _load_digits, "npz": _load_npz, "csv": _load_csv}
+    loaders = {"mnist": _load_mnist, "digits": _load_digits, "npz": _load_npz, "csv": _load_table,
+               "parquet": _load_table, "imagefolder": _load_imagefolder,
+               "fashion_mnist": _vision("fashion_mnist"), "svhn": _vision("svhn"), "cifar10": _vision("cifar10")}
     if cfg.name not in loaders:  # config typing already rejects this; kept for direct callers
         raise DataError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(loaders)}")
-    x_train, y_train, x_test, y_test, class_names, lo, hi = loaders[cfg.name](cfg)
+    x_train, y_train, x_test, y_test, class_names, lo, hi, *extra = loaders[cfg.name](cfg)
     labeled_idx = draw_labeled(y_train, cfg.labels, cfg.split_seed, len(class_names))
-    scale = _scaler(lo, hi, cfg.scale)
+    # tables: standardized per feature; images: one pixel range. Statistics of the training rows only.
+    prep = Standardize.fit(x_train, cfg.scale) if x_train.ndim == 2 else MinMax(lo, hi, cfg.scale)
     return Split(
-        x_train=scale(x_train),
+        x_train=prep(x_train),
         y_train=torch.as_tensor(y_train, dtype=torch.int64),
         labeled_idx=torch.as_tensor(labeled_idx, dtype=torch.int64),
-        x_test=scale(x_test),
+        x_test=prep(x_test),
         y_test=torch.as_tensor(y_test, dtype=torch.int64),
         class_names=class_names,
+        preprocess=prep,
+        feature_names=tuple(extra[0]) if extra else None,
     )
+
+
+def _vision(name: str):
+    def load(cfg: DataConfig):
+        from ssgan import vision_datasets
+
+        return getattr(vision_datasets, f"load_{name}")(cfg)
+
+    return load
 
 
 def draw_labeled(y: np.ndarray, n: int | None, seed: int, num_classes: int) -> np.ndarray:
@@ -89,18 +106,6 @@ def draw_labeled(y: np.ndarray, n: int | None, seed: int, num_classes: int) -> n
             )
         chosen.append(rng.choice(pool, per_class[k], replace=False))
     return np.sort(np.concatenate(chosen))
-
-
-def _scaler(lo: np.ndarray | float, hi: np.ndarray | float, scale: str):
-    """Affine map of [lo, hi] onto [-1, 1] (tanh) or [0, 1] (sigmoid); constant features map to the middle."""
-    span = np.where(np.asarray(hi - lo) > 0, hi - lo, 1.0)
-
-    def apply(x: np.ndarray) -> torch.Tensor:
-        unit = np.clip((x - lo) / span, 0.0, 1.0)
-        out = unit * 2.0 - 1.0 if scale == "tanh" else unit
-        return torch.as_tensor(np.ascontiguousarray(out), dtype=torch.float32)
-
-    return apply
 
 
 def _load_mnist(cfg: DataConfig):
@@ -158,42 +163,42 @@ def _load_npz(cfg: DataConfig):
     return _finish_user_data(x, y, cfg, path)
 
 
-def _load_csv(cfg: DataConfig):
+def _load_table(cfg: DataConfig):
+    """csv / parquet: label column + feature columns; a separate labeled test file when data.test_path is set."""
+    from ssgan.tables import encode_labels, read_table, table_features, table_labels
+
     path = _existing_path(cfg)
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise DataError(f"{str(path)!r} is empty; it needs a header row and data rows")
-    header, body = rows[0], [r for r in rows[1:] if r]
-    if cfg.label_column not in header:
-        raise DataError(f"{str(path)!r} has no label column {cfg.label_column!r} (columns: {', '.join(header)}); "
-                        "set data.label_column")
-    li = header.index(cfg.label_column)
-    features, labels = [], []
-    for line, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{str(path)!r} line {line}: {len(row)} fields but the header has {len(header)}")
-        feats = []
-        for j, cell in enumerate(row):
-            if j == li:
-                continue
-            try:
-                feats.append(float(cell))
-            except ValueError:
-                raise DataError(f"{str(path)!r} line {line}, column {header[j]!r}: {cell!r} is not a number; "
-                                "features must be numeric") from None
-        features.append(feats)
-        cell = row[li].strip()
-        try:
-            label = UNLABELED if cell == "" else int(cell)
-        except ValueError:
-            raise DataError(f"{str(path)!r} line {line}: label {cell!r} is not an integer "
-                            "(use an integer class, or empty / -1 for unlabeled)") from None
-        labels.append(label)
-    if not features:
-        raise DataError(f"{str(path)!r} has a header but no data rows")
-    x = _numeric(np.asarray(features, dtype=np.float32), path, "features")
-    return _finish_user_data(x, np.asarray(labels, dtype=np.int64), cfg, path)
+    df = read_table(path)
+    raw = table_labels(df, path, cfg.label_column)
+    x, names = table_features(df, path, cfg.label_column, cfg.feature_columns)
+    x_test = raw_test = None
+    if cfg.test_path:
+        test_path = Path(cfg.test_path)
+        if not test_path.is_file():
+            raise DataError(f"data.test_path {str(test_path)!r} does not exist")
+        df_test = read_table(test_path)
+        raw_test = table_labels(df_test, test_path, cfg.label_column)
+        x_test, _ = table_features(df_test, test_path, cfg.label_column, names)
+    y, y_test, classes = encode_labels(raw, path, raw_test)
+    if x_test is None:
+        x, y, x_test, y_test = _hold_out_test(x, y, cfg, path)
+    return x, y, x_test, y_test, classes, None, None, names
+
+
+def _load_imagefolder(cfg: DataConfig):
+    """ROOT/<class>/ images + ROOT/<unlabeled_dir>/ images; test: data.test_path (same layout) or held out."""
+    from ssgan.imagefolder import load_image_folder
+
+    root = Path(cfg.root)
+    x, y, classes = load_image_folder(root, cfg.unlabeled_dir, cfg.image_size, cfg.color)
+    if cfg.test_path:
+        x_test, y_test, test_classes = load_image_folder(Path(cfg.test_path), None, x.shape[2:], cfg.color)
+        if test_classes != classes:
+            raise DataError(f"data.test_path {cfg.test_path!r} has classes {list(test_classes)} but data.root has "
+                            f"{list(classes)}; they must match")
+    else:
+        x, y, x_test, y_test = _hold_out_test(x, y, cfg, root)
+    return x, y, x_test, y_test, classes, 0.0, 255.0
 
 
 def _finish_user_data(x, y, cfg: DataConfig, path: Path, x_test=None, y_test=None):
@@ -206,22 +211,26 @@ def _finish_user_data(x, y, cfg: DataConfig, path: Path, x_test=None, y_test=Non
     index = {c: i for i, c in enumerate(classes)}
     y = np.asarray([index.get(v, UNLABELED) for v in y], dtype=np.int64)
     if y_test is None:
-        from sklearn.model_selection import train_test_split
-
-        known = np.flatnonzero(y != UNLABELED)
-        try:  # fixed random_state: the test set never depends on split_seed
-            _, test_idx = train_test_split(known, test_size=cfg.test_fraction, stratify=y[known], random_state=0)
-        except ValueError as e:
-            raise DataError(f"{str(path)!r}: cannot hold out a stratified test set ({e}); "
-                            "add labeled rows or pass X_test/y_test") from None
-        keep = np.setdiff1d(np.arange(len(y)), test_idx)
-        x_test, y_test = x[test_idx], y[test_idx]
-        x, y = x[keep], y[keep]
+        x, y, x_test, y_test = _hold_out_test(x, y, cfg, path)
     else:
         y_test = np.asarray([index[v] for v in y_test], dtype=np.int64)
-    # training statistics only: per feature for tables, one range for images (N, C, H, W)
-    lo, hi = (x.min(axis=0), x.max(axis=0)) if x.ndim == 2 else (float(x.min()), float(x.max()))
+    # images (N, C, H, W): one range from the training rows; tables are standardized in load_split
+    lo, hi = (None, None) if x.ndim == 2 else (float(x.min()), float(x.max()))
     return x, y, x_test, y_test, tuple(str(c) for c in classes), lo, hi
+
+
+def _hold_out_test(x: np.ndarray, y: np.ndarray, cfg: DataConfig, path: Path):
+    """A stratified test set of `data.test_fraction` of the labeled rows, the same for every split_seed."""
+    from sklearn.model_selection import train_test_split
+
+    known = np.flatnonzero(y != UNLABELED)
+    try:  # fixed random_state: the test set never depends on split_seed
+        _, test_idx = train_test_split(known, test_size=cfg.test_fraction, stratify=y[known], random_state=0)
+    except ValueError as e:
+        raise DataError(f"{str(path)!r}: cannot hold out a stratified test set ({e}); "
+                        "add labeled rows or give a labeled test set (data.test_path, or X_test/y_test in .npz)") from None
+    keep = np.setdiff1d(np.arange(len(y)), test_idx)
+    return x[keep], y[keep], x[test_idx], y[test_idx]
 
 
 def _existing_path(cfg: DataConfig) -> Path:

@@ -94,22 +94,6 @@ class RunLogger:
             classes = (torch.arange(n) // rows) % generator.condition.num_classes
         return sample_grid(generator, self._fixed_z, classes, self.cfg.data.scale, nrow=rows)
 
-    def log_model(self, classifier: torch.nn.Module, x_example: torch.Tensor, class_names: tuple[str, ...]) -> str:
-        """Log `classifier` (inputs -> K class probabilities) with a signature; returns the model URI."""
-        from mlflow.models import infer_signature
-
-        classifier = classifier.cpu().eval()
-        example = x_example[:4].cpu().numpy()
-        with torch.no_grad():
-            probs = classifier(torch.from_numpy(example)).numpy()
-        info = self.mlflow.pytorch.log_model(
-            classifier, name="model", signature=infer_signature(example, probs), input_example=example,
-            metadata={"class_names": list(class_names)},
-            # stated, not inferred: MLflow's inference reloads the model in a subprocess (about 10 s)
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={self.mlflow.__version__}"],
-        )
-        return info.model_uri
-
     def log_checkpoint(self, state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "checkpoint.pt"

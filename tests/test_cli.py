@@ -45,15 +45,13 @@ def test_smoke_run_end_to_end(tmp_path, npz_path, store_uri):
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert any("samples" in p and p.endswith(".png") for p in images)
 
-    # The logged model maps inputs to the K class probabilities and agrees with the run's accuracy.
-    model = mlflow.pytorch.load_model(summary["model_uri"])
+    # The logged model takes raw inputs (pixels 0..240 here) and reproduces the run's test accuracy.
+    model = mlflow.pyfunc.load_model(summary["model_uri"])
     data = np.load(npz_path)
-    import torch
-
-    x_test = torch.from_numpy(data["X_test"] / 255.0 * 2 - 1).float()  # the tiny set spans [0, 240]
-    probs = model(x_test[:5])
-    assert tuple(probs.shape) == (5, 3)
-    assert torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
+    frame = model.predict(data["X_test"].astype(np.float32))
+    assert list(frame.columns) == ["predicted", "p_0", "p_1", "p_2"]
+    assert np.allclose(frame[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0, atol=1e-5)
+    assert (frame["predicted"].astype(int) == data["y_test"]).mean() == pytest.approx(summary["test_accuracy"])
 
 
 def test_supervised_mode_from_the_cli(tmp_path, npz_path, store_uri):
@@ -95,7 +93,7 @@ def test_bad_input_is_a_one_line_error(args, message):
 
 def test_bad_csv_from_the_command_line_has_no_traceback(tmp_path):
     path = tmp_path / "bad.csv"
-    path.write_text("a,label\n1,x\n2,0\n")
+    path.write_text("a,label\nheavy,1\n2,0\n")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), "train", "-c", str(ROOT / "configs/smoke.yaml"),
          "--set", "data.name=csv", "--set", f"data.path={path}"],
@@ -103,8 +101,8 @@ def test_bad_csv_from_the_command_line_has_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"error: '{path}' line 2: label 'x' is not an integer "
-                                                "(use an integer class, or empty / -1 for unlabeled)"]
+    assert proc.stderr.strip().splitlines() == [f"error: '{path}' column 'a', data row 1: 'heavy' is not a number; "
+                                                "features must be numeric"]
 
 
 def test_missing_config_file_is_a_one_line_error():

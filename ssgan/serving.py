@@ -1,0 +1,142 @@
+"""The trained classifier as an MLflow model: logged as a pyfunc, registered under an alias, loaded back
+from a run id, a `models:/name@alias` URI or a local path, and scored on CSV / parquet / npz / image
+folders (`ssgan predict`), or over HTTP with `mlflow models serve`.
+
+The pyfunc carries the run's checkpoint.pt (network weights, config, class names, preprocessing) and
+the ssgan package itself (`code_paths`), so it loads wherever torch and MLflow are installed. Its
+`predict` takes raw inputs (a DataFrame with the training feature columns, or an array of raw pixels /
+features) and returns a DataFrame: `predicted` (class name) and `p_<class>` per class.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+
+import ssgan
+from ssgan.errors import DataError, SSGANError
+from ssgan.predictor import Predictor
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class SSGANPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        state = torch.load(context.artifacts["checkpoint"], map_location="cpu", weights_only=True)
+        self.predictor = Predictor.from_checkpoint(state)
+
+    # the hint names the table case; image models get arrays (MLflow validates neither: the signature does)
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.predictor.predict_frame(model_input)
+
+
+def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor) -> str:
+    """Log the checkpoint `state` as the run's pyfunc model "model"; returns its model URI. `x_example`
+    holds a few network inputs, turned back into raw values for the input example and signature."""
+    from mlflow.models import infer_signature
+
+    predictor = Predictor.from_checkpoint(state)
+    raw = predictor.preprocess.inverse(x_example[:4].cpu())
+    if predictor.feature_names:  # tables: float64 columns (what pandas reads), by name
+        example = pd.DataFrame(raw.astype(np.float64), columns=list(predictor.feature_names))
+    else:  # arrays of raw pixels / features
+        example = raw.astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "checkpoint.pt"
+        torch.save(state, path)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"checkpoint": str(path)},
+            code_paths=[str(Path(ssgan.__file__).parent)],
+            signature=infer_signature(example, predictor.predict_frame(example)), input_example=example,
+            metadata={"class_names": list(predictor.class_names)},
+            # stated, not inferred: MLflow's inference reloads the model in a subprocess (seconds)
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                              "pandas", "scikit-learn"],
+        )
+    return info.model_uri
+
+
+def register(model_uri: str, name: str, alias: str) -> str:
+    """Register `model_uri` as a new version of `name` and point `alias` at it; returns models:/name@alias."""
+    client = mlflow.MlflowClient()
+    try:
+        version = mlflow.register_model(model_uri, name)
+        client.set_registered_model_alias(name, alias, version.version)
+    except mlflow.exceptions.MlflowException as e:
+        raise SSGANError(f"could not register {model_uri} as {name!r}@{alias!r}: {str(e).splitlines()[0]}") from None
+    return f"models:/{name}@{alias}"
+
+
+def load_predictor(ref: str) -> Predictor:
+    """`ref`: an MLflow run id, a models:/ or runs:/ URI, a logged model folder, or a checkpoint.pt file."""
+    path = Path(ref)
+    if path.is_file():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 -- any unpickling error: not a checkpoint
+            raise SSGANError(f"--model {ref!r} is not an ssgan checkpoint ({type(e).__name__})") from None
+        return Predictor.from_checkpoint(state)
+    uri = f"runs:/{ref}/model" if RUN_ID.match(ref) else ref
+    if not (path.is_dir() or uri.startswith(("models:/", "runs:/"))):
+        raise SSGANError(f"--model {ref!r} is neither a file, a model folder, a run id nor a models:/ or runs:/ URI")
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as e:  # noqa: BLE001 -- MlflowException, OSError: the reference does not resolve
+        raise SSGANError(f"--model {ref!r} does not resolve to a model in {mlflow.get_tracking_uri()}: "
+                         f"{str(e).splitlines()[0][:160]}") from None
+    inner = model.unwrap_python_model()
+    if not isinstance(inner, SSGANPyfunc):
+        raise SSGANError(f"--model {ref!r} is an MLflow model but not an ssgan classifier")
+    return inner.predictor
+
+
+def read_inputs(path: str, predictor: Predictor) -> tuple[list[str], Any]:
+    """Row identifiers and raw inputs from a CSV/parquet table, an .npz (array X) or an image folder."""
+    from ssgan.imagefolder import decode_images, list_images
+
+    p = Path(path)
+    if p.is_dir():
+        if len(predictor.input_shape) != 3:
+            raise DataError(f"--input {path!r} is a folder of images but the model takes tables of "
+                            f"{predictor.input_shape[0]} features")
+        files = list_images(p)
+        if not files:
+            raise DataError(f"--input {path!r} holds no images (.png, .jpg, ...)")
+        color = "gray" if predictor.input_shape[0] == 1 else "rgb"
+        x, keep = decode_images(files, predictor.input_shape[1:], color, where=path)
+        return [str(f) for f, ok in zip(files, keep) if ok], x
+    if not p.is_file():
+        raise DataError(f"--input {path!r} does not exist")
+    if p.suffix.lower() == ".npz":
+        with np.load(p, allow_pickle=False) as f:
+            if "X" not in f.files:
+                raise DataError(f"{path!r} has no array 'X'")
+            x = f["X"]
+        return [str(i) for i in range(len(x))], x
+    from ssgan.tables import read_table
+
+    df = read_table(p)
+    return [str(i) for i in range(len(df))], df
+
+
+def write_predictions(ref: str, input_path: str, out: str) -> Path:
+    predictor = load_predictor(ref)
+    ids, data = read_inputs(input_path, predictor)
+    frame = predictor.predict_frame(data)
+    frame.insert(0, "input", ids)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out_path, index=False)
+    return out_path
+
+
+def check_alias(alias: Optional[str]) -> None:
+    if alias is not None and (alias == "latest" or re.fullmatch(r"v\d+", alias)):
+        raise SSGANError(f"--alias {alias!r} is reserved by MLflow; choose another name (e.g. champion)")
