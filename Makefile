@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 BACKEND ?= sqlite:///mlflow.db
 ARTIFACTS ?= ./mlartifacts
 
-.PHONY: install test ui server demo bench clean
+.PHONY: install test ui server serve-model demo bench clean
 
 install:  ## create .venv and install ssgan with its dev extras at the tested versions
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ test:  ## run the test suite (CPU)
 
 server:  ## a shared MLflow tracking server: runs in BACKEND, artifacts uploaded through the server into ARTIFACTS
 	$(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) --host $(HOST) --port $(PORT)
+
+serve-model:  ## serve MODEL (models:/NAME@ALIAS, runs:/ID/model or a folder) over HTTP on PORT, from the local store
+	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host $(HOST) --port $(PORT)
 
 demo:  ## the main job: ssgan and the supervised baseline on digits with 20 labels (about a minute on 2 CPU cores)
 	$(BIN)/ssgan train -c configs/digits-20.yaml --out runs/digits-20-ssgan
