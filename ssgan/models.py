@@ -306,18 +306,6 @@ class ConvGenerator(nn.Module):
         return self.net(self.project(self.condition(z, c)).view(-1, *self.start))
 
 
-class Classifier(nn.Module):
-    """Inference wrapper logged to MLflow: inputs -> probabilities over the K real classes."""
-
-    def __init__(self, discriminator: nn.Module, num_classes: int):
-        super().__init__()
-        self.discriminator, self.num_classes = discriminator, num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.discriminator(x)
-        return torch.softmax(logits[:, : self.num_classes], dim=1)  # (B, K)
-
-
 def build_discriminator(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
                         tricks: Optional[TricksConfig] = None) -> nn.Module:
     tricks = tricks or TricksConfig()

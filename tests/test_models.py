@@ -4,7 +4,7 @@ import torch
 
 from ssgan.config import ModelConfig
 from ssgan.errors import ConfigError
-from ssgan.models import Classifier, build_discriminator, build_generator, sample_noise
+from ssgan.models import build_discriminator, build_generator, sample_noise
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
@@ -47,9 +47,11 @@ def test_noise_only_in_training_mode():
     assert not torch.equal(D(x)[0], D(x)[0])
 
 
-def test_classifier_wrapper_gives_probabilities_over_real_classes():
+def test_predictions_are_probabilities_over_the_real_classes_only():
+    from ssgan.train import predict_proba
+
     D = build_discriminator(ModelConfig(d_hidden=(16,), fake_logit="explicit"), (4,), 3).eval()
-    probs = Classifier(D, 3)(torch.randn(7, 4))
+    probs = predict_proba(D, torch.randn(7, 4), 3)  # the explicit K+1-th (fake) logit is left out
     assert probs.shape == (7, 3)
     assert torch.allclose(probs.sum(1), torch.ones(7))
 

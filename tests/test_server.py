@@ -27,6 +27,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answers(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Poll `url` until it answers; fail with the end of the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[2:4]} exited with status {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no answer from {url} within {timeout} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on a free loopback port; yields its URI and artifact folder; stopped at the end."""
@@ -40,17 +55,7 @@ def server(tmp_path_factory):
             stdout=out, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)  # its own process group
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with status {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not answer {uri}/health within {START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+        wait_until_answers(proc, uri + "/health", log, START_TIMEOUT)
         yield {"uri": uri, "artifacts": tmp / "artifacts"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers

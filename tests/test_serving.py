@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import mlflow
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 
 from ssgan.cli import cli
 from ssgan.predictor import Predictor
-from test_server import free_port
+from test_server import free_port, wait_until_answers
 from test_user_data import image_root
 
 TINY = ["--set", "model.d_hidden=[16]", "--set", "model.g_hidden=[16]", "--set", "model.noise_dim=4",
@@ -145,17 +144,7 @@ def test_mlflow_models_serve_answers_over_http(registered):
                                  "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + SERVE_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no answer on /ping within {SERVE_TIMEOUT} s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+        wait_until_answers(proc, f"http://127.0.0.1:{port}/ping", log, SERVE_TIMEOUT)
         new = registered["new"]
         body = json.dumps({"dataframe_split": new.to_dict(orient="split")}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
