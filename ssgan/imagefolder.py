@@ -63,6 +63,7 @@ def decode_images(paths: Sequence[Path], image_size: Optional[Sequence[int]], co
     """Decode and resize every readable file; returns the stacked images and which paths were kept."""
     import torch
     from torchvision.io import ImageReadMode, decode_image
+    from tqdm.auto import tqdm
     from torchvision.transforms.v2.functional import resize
 
     if not paths:
@@ -70,7 +71,7 @@ def decode_images(paths: Sequence[Path], image_size: Optional[Sequence[int]], co
     mode = ImageReadMode.GRAY if color == "gray" else ImageReadMode.RGB
     size = list(image_size) if image_size else None
     images, keep, bad = [], [], []
-    for p in paths:
+    for p in tqdm(paths, desc="reading images", unit="img", leave=False, disable=None):  # bar on a TTY only
         try:
             img = decode_image(str(p), mode=mode)
         except (RuntimeError, ValueError, OSError):
