@@ -1,0 +1,64 @@
+"""Log runs made where MLflow is not installed (bench/gpu_recipe.py on a lent GPU machine) into an MLflow
+store afterwards: one run per per-epoch JSON-lines file, with its config as params, every epoch's metrics
+at step = epoch, the summary's numbers as final metrics, and tags saying where and how it ran.
+
+    python bench/import_runs.py bench/results/gpu --experiment gpu-mnist-100 \
+        --tracking-uri sqlite:///bench/results/mlflow.db
+
+A file without its summary .json (a run stopped by a deadline) is logged too, tagged `finished=false`.
+Importing the same folder twice logs the runs twice (each import is a new set of runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ssgan.tracking import _param  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--experiment", default="gpu-mnist-100")
+    ap.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'bench/results/mlflow.db'}")
+    args = ap.parse_args()
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    mlflow.set_experiment(args.experiment)
+    for log in sorted(args.folder.glob("*.jsonl")):
+        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        summary_path = log.with_suffix(".json")
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        with mlflow.start_run(run_name=log.stem):
+            if summary:
+                flat = _flatten(summary.pop("config"))
+                mlflow.log_params({k: _param(v) for k, v in flat.items()})
+            mlflow.set_tags({"source_file": str(log.relative_to(ROOT) if log.is_relative_to(ROOT) else log),
+                             "finished": str(bool(summary)).lower(), "imported": "true",
+                             **{k: str(summary[k]) for k in ("device", "torch", "cuda_graph", "stop_reason") if k in summary}})
+            for row in epochs:
+                step = row.pop("epoch")
+                mlflow.log_metrics({k: float(v) for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+            final = {k: summary[k] for k in ("test_accuracy", "test_error_pct", "train_seconds", "steps_per_s")
+                     if isinstance(summary.get(k), (int, float))}
+            if final:
+                mlflow.log_metrics(final, step=len(epochs))
+        print(f"{log.name}: {len(epochs)} epochs{'' if summary else ' (no summary: unfinished)'}")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+if __name__ == "__main__":
+    main()
