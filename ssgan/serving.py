@@ -91,7 +91,10 @@ def load_predictor(ref: str) -> Predictor:
     except Exception as e:  # noqa: BLE001 -- MlflowException, OSError: the reference does not resolve
         raise SSGANError(f"--model {ref!r} does not resolve to a model in {mlflow.get_tracking_uri()}: "
                          f"{str(e).splitlines()[0][:160]}") from None
-    inner = model.unwrap_python_model()
+    try:
+        inner = model.unwrap_python_model()
+    except Exception:  # noqa: BLE001 -- MlflowException: another flavor (e.g. a model logged before this one)
+        inner = None
     if not isinstance(inner, SSGANPyfunc):
         raise SSGANError(f"--model {ref!r} is an MLflow model but not an ssgan classifier")
     return inner.predictor
