@@ -77,8 +77,10 @@ class GraphedStep:
                     static.copy_(x)
             self.graph.replay()
             return self.static_out
+        if self.failure is not None:  # eager from here on, on the current stream
+            return self.step_fn(*inputs)
         self.calls += 1
-        if self.failure is not None or self.calls <= self.warmup:
+        if self.calls <= self.warmup:
             return self._warm(*inputs)
         return self._capture(*inputs)
 
