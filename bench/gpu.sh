@@ -6,6 +6,9 @@
 #   2. the CUDA tests (graph replay == eager step, graphed fit == eager fit, bf16/compile on a GPU);
 #   3. bench/throughput.py: MLP and conv steps/s, eager vs CUDA graph vs bf16 vs compile;
 #   4. seeds 1 and 2 of the full recipe side by side, until the deadline (their wall times are shared).
+# SEEDS="1 2" runs only the full recipe for those seeds, one after the other (each alone on the GPU).
+# The device tool returns at most 8 files: run it as
+#   D=$OUT; mkdir -p /tmp/res; OUT=/tmp/res bash bench/gpu.sh | tee $D/gpu.log; tar czf $D/results.tgz -C /tmp/res .
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results/gpu}
@@ -16,6 +19,15 @@ for f in .gpu_data/*.gz; do gunzip -c "$f" > /tmp/ds/MNIST/raw/"$(basename "$f" 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"
   nproc; } 2>&1 | tee "$OUT/env.txt"
+
+if [ -n "${SEEDS:-}" ]; then
+  for s in $SEEDS; do
+    [ "$(left)" -gt 30 ] || break
+    echo "== full recipe, seed $s (left $(left) s)"
+    timeout $(( $(left) - 10 )) python3 bench/gpu_recipe.py --seed "$s" --root /tmp/ds --out "$OUT" 2>&1 | tail -3
+  done
+  exit 0
+fi
 
 echo "== 1. full recipe, seed 0 (left $(left) s)"
 timeout 300 python3 bench/gpu_recipe.py --seed 0 --root /tmp/ds --out "$OUT" 2>&1 | grep -v "^\s*$" | tail -5
