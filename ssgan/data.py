@@ -17,7 +17,7 @@ import torch
 
 from ssgan.config import DataConfig
 from ssgan.errors import DataError
-from ssgan.preprocess import MinMax, Preprocessor, Standardize
+from ssgan.preprocess import Preprocessor, fit_for
 
 UNLABELED = -1
 
@@ -56,7 +56,7 @@ def load_split(cfg: DataConfig) -> Split:
     x_train, y_train, x_test, y_test, class_names, lo, hi, *extra = loaders[cfg.name](cfg)
     labeled_idx = draw_labeled(y_train, cfg.labels, cfg.split_seed, len(class_names))
     # tables: standardized per feature; images: one pixel range. Statistics of the training rows only.
-    prep = Standardize.fit(x_train, cfg.scale) if x_train.ndim == 2 else MinMax(lo, hi, cfg.scale)
+    prep = fit_for(x_train, cfg.scale, None if lo is None else (lo, hi))
     return Split(
         x_train=prep(x_train),
         y_train=torch.as_tensor(y_train, dtype=torch.int64),

@@ -25,7 +25,7 @@ from ssgan import train
 from ssgan.config import Config, from_dict, set_dotted
 from ssgan.data import UNLABELED, Split
 from ssgan.errors import ConfigError
-from ssgan.preprocess import MinMax, Preprocessor, Standardize
+from ssgan.preprocess import fit_for
 
 # Estimator parameter -> the config key it sets; config.py checks each value's type and range.
 PARAM_KEYS = {
@@ -121,7 +121,7 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
                              "label at least two classes")
         try:
             cfg = self._config(n_samples=len(X))
-            preprocessor = fit_preprocessor(X, cfg.data.scale)
+            preprocessor = fit_for(X, cfg.data.scale)  # tables: standardized; images: their range
             split = make_split(preprocessor(X), labeled, y_lb, classes)
             with _own_rng(cfg):
                 result = train.fit(cfg, split, progress=False)
@@ -188,11 +188,6 @@ def labeled_mask(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "US":
         return np.ones(len(y), dtype=bool)
     return np.asarray(y != UNLABELED, dtype=bool)
-
-
-def fit_preprocessor(X: np.ndarray, scale: str) -> Preprocessor:
-    """Per-feature standardization for tables (N, F); one min-max range for images (N, C, H, W)."""
-    return Standardize.fit(X, scale=scale) if X.ndim == 2 else MinMax.fit(X, scale=scale)
 
 
 def make_split(x: torch.Tensor, labeled: np.ndarray, y_lb: np.ndarray, classes: np.ndarray) -> Split:

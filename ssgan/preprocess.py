@@ -12,7 +12,7 @@ applies exactly the training-time transform.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -78,6 +78,14 @@ class MinMax:
 
 
 Preprocessor = Union[Standardize, MinMax]
+
+
+def fit_for(x: np.ndarray, scale: str, pixel_range: Optional[tuple[float, float]] = None) -> Preprocessor:
+    """The transform for training inputs `x`: `Standardize` for tables (N, F); `MinMax` for images, over
+    `pixel_range` when the format fixes it (e.g. 0..255), else over the range of `x`."""
+    if x.ndim == 2:
+        return Standardize.fit(x, scale)
+    return MinMax(*pixel_range, scale) if pixel_range is not None else MinMax.fit(x, scale)
 
 
 def from_dict(d: dict[str, Any]) -> Preprocessor:
