@@ -24,14 +24,21 @@ class BatchSource:
         return len(self.x)
 
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Examples and labels at `idx` (a CPU index tensor), on the training device."""
+        """Examples and labels at `idx` (a CPU index tensor, or one on the device for resident data),
+        on the training device."""
+        return self._gather(self.x, idx), self._gather(self.y, idx)
+
+    def inputs(self, idx: torch.Tensor) -> torch.Tensor:
+        """Examples at `idx` without their labels (unlabeled batches: one gather, not two)."""
+        return self._gather(self.x, idx)
+
+    def _gather(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self.resident:
-            idx = idx.to(self.device)
-            return self.x[idx], self.y[idx]
-        x, y = self.x[idx], self.y[idx]
+            return t[idx.to(self.device)]
+        out = t[idx]
         if self.device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            out = out.pin_memory()
+        return out.to(self.device, non_blocking=True)
 
 
 def fits_on_device(x: torch.Tensor, device: torch.device) -> bool:

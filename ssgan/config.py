@@ -76,6 +76,9 @@ class TrainConfig:
     data_on_device: Optional[bool] = None  # training data as tensors on the device; null = when they fit
     fused_d: bool = True  # D's update in one forward over labeled + unlabeled + generated rows
     #                       (used only when D has no batch norm, whose statistics fusion would mix)
+    fused_g: Optional[bool] = None  # G's feature matching in one forward of D over real + generated rows
+    #                                 (with fused_d); null = on a CUDA GPU (fewer kernels), off on a CPU
+    #                                 (it also computes the real rows' input gradients: more FLOPs)
     cuda_graph: Optional[bool] = None  # the whole step as one CUDA graph, replayed (ssgan/graphs.py);
     #                                    null = on when training on a CUDA GPU and the step allows it
 

@@ -22,16 +22,60 @@ from ssgan.errors import ConfigError
 
 class GaussianNoise(nn.Module):
     """Adds N(0, (scale * std)^2) noise in training mode only (Salimans et al. 2016's MNIST
-    discriminator). `scale` is set by the training loop: 1 as configured, 0 off, or annealed."""
+    discriminator). `scale` is set by the training loop: 1 as configured, 0 off, or annealed.
+    A layer that belongs to a `NoiseBank` takes its standard normal draws from the bank's buffer."""
 
     def __init__(self, std: float):
         super().__init__()
         self.std, self.scale = std, 1.0
+        self.bank: Optional[NoiseBank] = None
+
+    @property
+    def active(self) -> bool:
+        return self.training and self.std * self.scale > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.std * self.scale > 0:
-            return x + torch.empty_like(x).normal_(0.0, self.std * self.scale)  # the std applied while drawing
-        return x
+        if not self.active:
+            return x
+        if self.bank is not None and self.bank.drawn:
+            return x.add(self.bank.take(x), alpha=self.std * self.scale)  # x + std * N(0, 1)
+        return x + torch.empty_like(x).normal_(0.0, self.std * self.scale)  # the std applied while drawing
+
+
+class NoiseBank:
+    """Standard normal noise for all of a network's GaussianNoise layers, drawn in one call per forward
+    and handed out in slices: one random-number kernel instead of one per layer (on a GPU the MLP step
+    is bound by its number of kernels). The draws have the same distribution as the layers' own."""
+
+    def __init__(self, layers: list[GaussianNoise], widths: list[int]):
+        self.layers, self.widths = layers, widths  # widths: features per row at each layer's input
+        self.buffer: Optional[torch.Tensor] = None
+        self.used = 0
+        for layer in layers:
+            layer.bank = self
+
+    @property
+    def drawn(self) -> bool:
+        return self.buffer is not None
+
+    @contextlib.contextmanager
+    def draw(self, rows: int, like: torch.Tensor):
+        """Draw noise for one forward of `rows` rows (for the layers that are active now)."""
+        width = sum(w for layer, w in zip(self.layers, self.widths) if layer.active)
+        if width == 0:
+            yield
+            return
+        self.buffer, self.used = torch.randn(rows * width, device=like.device, dtype=like.dtype), 0
+        try:
+            yield
+        finally:
+            self.buffer = None
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.numel()
+        out = self.buffer[self.used : self.used + n].view(x.shape)
+        self.used += n
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 class WeightNormLinear(nn.Module):
@@ -78,7 +122,10 @@ class _WeightNormLinearFn(torch.autograd.Function):
     """y = s * (x v^T) + b with s = g / ||v|| (per output row), with a hand-written backward:
 
         dx = (dy * s) v,   dg = sum_B(dy * x v^T) / ||v||,   db = sum_B(dy),
-        dv = (dy * s)^T x - (g * dg / ||v||^2) v      (one addmm: no full-size temporaries besides v * c)
+        dv = (dy * s)^T x - (s * dg / ||v||) v      (one addmm: no full-size temporaries besides v * c)
+
+    Ten kernels for the backward (autograd's would be about twice as many): on a GPU the MLP step is
+    bound by the number of kernels it launches, not by their size (bench/kernels.py).
     """
 
     @staticmethod
@@ -86,20 +133,19 @@ class _WeightNormLinearFn(torch.autograd.Function):
         norm = v.norm(dim=1)  # (out,)
         scale = g / norm
         t = x @ v.t()  # (B, out)
-        ctx.save_for_backward(x, v, g, norm, t)
+        ctx.save_for_backward(x, v, norm, scale, t)
         return torch.addcmul(b, t, scale)
 
     @staticmethod
     def backward(ctx, dy):
-        x, v, g, norm, t = ctx.saved_tensors
-        scale = g / norm
+        x, v, norm, scale, t = ctx.saved_tensors
         dys = dy * scale  # (B, out)
-        ds = (dy * t).sum(dim=0)  # (out,) gradient of the per-row scale s
-        dg = ds / norm
+        dg = (dy * t).sum(dim=0).div_(norm)  # (out,): the gradient of s, divided by ||v||
         dx = dys @ v if ctx.needs_input_grad[0] else None
         dv = None
         if ctx.needs_input_grad[1]:
-            dv = torch.addmm(v * (-g * dg / norm.square()).unsqueeze(1), dys.t(), x)  # (out, in)
+            c = (scale * dg).div_(norm)  # (out,): g * dg / ||v||^2
+            dv = torch.addmm(v * c.unsqueeze(1), dys.t(), x, beta=-1)  # (out, in)
         db = dy.sum(dim=0)
         return dx, dv, dg, db
 
@@ -204,14 +250,17 @@ class MLPDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         head_norm = norm if norm in ("weight", "spectral") else "none"  # no batch/layer norm on the logits
         self.head = nn.Sequential(GaussianNoise(stds[-1]), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm))
+        noise = [m for m in self.modules() if isinstance(m, GaussianNoise)]  # the input's, then each layer's
+        self.noise_bank = NoiseBank(noise, list(sizes))
         if cfg.wn_scale == "fixed":  # the hidden layers' g stay at 1 or at their data-dependent init
             for m in self.body.modules():
                 if isinstance(m, WeightNormLinear):
                     m.g.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.body(x)  # (B, d_hidden[-1])
-        return self.head(features), features  # (B, K or K+1), (B, F)
+        with self.noise_bank.draw(len(x), x):  # every noise layer's draws in one call
+            features = self.body(x)  # (B, d_hidden[-1])
+            return self.head(features), features  # (B, K or K+1), (B, F)
 
 
 class ClassCondition(nn.Module):

@@ -35,11 +35,14 @@ class Watchdog:
         self.max_streak = torch.zeros((), dtype=torch.long, device=device)
         self.finite = torch.ones((), dtype=torch.bool, device=device)
 
-    def observe(self, losses: dict[str, torch.Tensor]) -> None:
-        """Record one step's losses, on device and in place (so a CUDA graph can replay it)."""
+    def observe(self, losses: dict[str, torch.Tensor], stacked: Optional[torch.Tensor] = None) -> None:
+        """Record one step's losses, on device and in place (so a CUDA graph can replay it).
+        `stacked`: the same values in one tensor, when the caller has made it already."""
         self.low_streak.add_(1).mul_(losses["loss_d"] < self.cfg.d_loss_below)
         torch.maximum(self.max_streak, self.low_streak, out=self.max_streak)
-        self.finite &= torch.isfinite(torch.stack([v.float() for v in losses.values()])).all()
+        if stacked is None:
+            stacked = torch.stack([v.float() for v in losses.values()])
+        self.finite &= torch.isfinite(stacked).all()
 
     def verdict(self, diversity: Optional[float] = None) -> Optional[str]:
         """The reason to stop, or None. One host sync."""

@@ -47,6 +47,35 @@ def test_noise_only_in_training_mode():
     assert not torch.equal(D(x)[0], D(x)[0])
 
 
+def test_mlp_noise_layers_draw_from_one_call_with_their_own_std():
+    from torch.profiler import profile
+
+    from ssgan.models import GaussianNoise
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_hidden=(64, 32), input_noise=0.3, hidden_noise_per_layer=(0.5, 0.2))
+    D = build_discriminator(cfg, (48,), 3).train()
+    added = {}  # noise layer -> what it added to its input
+    for m in D.modules():
+        if isinstance(m, GaussianNoise):
+            m.register_forward_hook(lambda mod, inp, out: added.__setitem__(mod, (out - inp[0]).detach()))
+    x = torch.randn(4000, 48)
+    with profile() as prof:
+        D(x)
+    assert sum(e.name == "aten::normal_" for e in prof.events()) == 1  # one draw per forward (3 without the bank)
+    noise = [added[m] for m in D.modules() if isinstance(m, GaussianNoise)]
+    assert [n.shape[1] for n in noise] == [48, 64, 32]
+    for n, std in zip(noise, (0.3, 0.5, 0.2)):
+        assert abs(n.std().item() - std) < 0.02 * std and abs(n.mean().item()) < 0.01
+    z = [n[:, :32] / s for n, s in zip(noise, (0.3, 0.5, 0.2))]  # standard normals, same shape
+    for i in range(3):  # every layer gets its own draws, and so does every row
+        assert not torch.allclose(z[i][0], z[i][1], atol=1e-3)
+        for j in range(i):
+            assert abs(torch.corrcoef(torch.stack([z[i].flatten(), z[j].flatten()]))[0, 1]) < 0.05
+    D(torch.randn(4000, 48))
+    assert not torch.equal(noise[0], added[next(m for m in D.modules() if isinstance(m, GaussianNoise))])
+
+
 def test_predictions_are_probabilities_over_the_real_classes_only():
     from ssgan.train import predict_proba
 

@@ -44,16 +44,20 @@ def test_ssgan_step_with_zero_unsupervised_weight_equals_supervised_step(npz_pat
     assert any(not torch.allclose(p, q, atol=1e-4) for p, q in zip(changed.D.parameters(), supervised.D.parameters()))
 
 
+@pytest.mark.parametrize("fused_g", [False, True])
 @pytest.mark.parametrize("gen_loss", ["feature_matching", "non_saturating"])
 @pytest.mark.parametrize("extra", [{}, {"tricks.label_smoothing": True, "model.fake_logit": "explicit"},
                                    {"tricks.conditional": True, "tricks.label_flip": True}])
-def test_fused_discriminator_pass_equals_separate_passes(npz_path, gen_loss, extra):
-    # (Not with spectral norm: its power iteration runs once per forward, so once per fused update.)
-    cfg = tiny_cfg(npz_path, **{"tricks.gaussian_noise": False, "train.gen_loss": gen_loss, **extra})
+def test_fused_discriminator_pass_equals_separate_passes(npz_path, gen_loss, extra, fused_g):
+    # D's update in one pass (fused_d), and G's feature matching with real and generated rows in one
+    # pass of D (fused_g), against a pass per batch. (Not with spectral norm: its power iteration runs
+    # once per forward, so once per fused update.)
+    cfg = tiny_cfg(npz_path, **{"tricks.gaussian_noise": False, "train.gen_loss": gen_loss,
+                                "train.fused_g": fused_g, **extra})
     split = load_split(cfg.data)
     fused, f_losses = _step_params(cfg, split)
     separate, s_losses = _step_params(replace(cfg, **{"train.fused_d": False}), split)
-    assert fused.fused and not separate.fused
+    assert fused.fused and not separate.fused and fused.fused_g == fused_g and not separate.fused_g
     for k in s_losses:
         assert torch.allclose(f_losses[k], s_losses[k], rtol=1e-5, atol=1e-6), k
     for net in ("D", "G"):
@@ -62,9 +66,15 @@ def test_fused_discriminator_pass_equals_separate_passes(npz_path, gen_loss, ext
 
 
 def test_batch_norm_discriminator_keeps_separate_passes(npz_path):
-    cfg = tiny_cfg(npz_path, **{"tricks.d_norm": "batch"})
+    cfg = tiny_cfg(npz_path, **{"tricks.d_norm": "batch", "train.fused_g": True})
     nets = build_nets(cfg, (1, 8, 8), 3, torch.device("cpu"))
-    assert not nets.fused  # real and fake batches keep their own batch statistics
+    assert not nets.fused and not nets.fused_g  # real and fake batches keep their own batch statistics
+
+
+def test_generator_pass_is_fused_by_default_on_a_gpu_only(npz_path):
+    # fused_g saves kernels (a GPU's limit) but adds input-gradient FLOPs (a CPU's limit)
+    nets = build_nets(tiny_cfg(npz_path), (1, 8, 8), 3, torch.device("cpu"))
+    assert nets.fused and not nets.fused_g
 
 
 def test_generator_step_leaves_the_discriminator_trainable(npz_path):
@@ -99,10 +109,13 @@ def test_same_seed_same_result_on_cpu(npz_path, gen_loss):
 def test_fit_records_per_epoch_metrics_and_calls_back(npz_path):
     cfg = tiny_cfg(npz_path, **{"train.epochs": 3})
     seen = []
-    result = fit(cfg, load_split(cfg.data), on_epoch=lambda e, m, g: seen.append((e, m, g)), progress=False)
+    split = load_split(cfg.data)
+    result = fit(cfg, split, on_epoch=lambda e, m, g: seen.append((e, m, g)), progress=False)
     assert [e for e, _, _ in seen] == [1, 2, 3]
     assert result.stop_reason == "completed" and len(result.history) == 3
     assert {"loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "lr"} <= set(result.history[0])
+    predicted = predict_proba(result.classifier, split.x_test, split.num_classes).argmax(1)
+    assert result.history[-1]["test_accuracy"] == pytest.approx((predicted == split.y_test).double().mean().item())
     assert seen[0][2] is result.generator
     assert not result.classifier.training
 
