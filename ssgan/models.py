@@ -112,7 +112,7 @@ class WeightNormLinear(nn.Module):
             out = nn.functional.linear(x, self.v)  # (B, out)
             return torch.addcmul(self.b, out, scale) if self.b is not None else out * scale
         b = self.b if self.b is not None else torch.zeros_like(self.g)
-        return _WeightNormLinearFn.apply(x, self.v, self.g, b)  # fp32 training: the hand-written backward
+        return _WeightNormLinearFn.apply(x, self.v, self.g, b)[0]  # fp32 training: the hand-written backward
 
     def scale(self) -> torch.Tensor:
         return self.g / self.v.norm(dim=1)  # (out,)
@@ -128,16 +128,27 @@ class _WeightNormLinearFn(torch.autograd.Function):
     bound by the number of kernels it launches, not by their size (bench/kernels.py).
     """
 
+    generate_vmap_rule = True  # works under torch.func.vmap too (several seeds trained at once: ssgan/seeds.py)
+
     @staticmethod
-    def forward(ctx, x, v, g, b):
+    def forward(x, v, g, b):  # returns y and what the backward needs (y is the only differentiable output)
         norm = v.norm(dim=1)  # (out,)
         scale = g / norm
         t = x @ v.t()  # (B, out)
-        ctx.save_for_backward(x, v, norm, scale, t)
-        return torch.addcmul(b, t, scale)
+        return torch.addcmul(b, t, scale), norm, scale, t
 
     @staticmethod
-    def backward(ctx, dy):
+    def setup_context(ctx, inputs, output):
+        x, v, _, _ = inputs
+        _, norm, scale, t = output
+        ctx.mark_non_differentiable(norm, scale, t)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those three (kernels)
+        ctx.save_for_backward(x, v, norm, scale, t)
+
+    @staticmethod
+    def backward(ctx, dy, *_):
+        if dy is None:  # y not used by the loss
+            return None, None, None, None
         x, v, norm, scale, t = ctx.saved_tensors
         dys = dy * scale  # (B, out)
         dg = (dy * t).sum(dim=0).div_(norm)  # (out,): the gradient of s, divided by ||v||

@@ -131,13 +131,34 @@ def _autocast(cfg: Config, device: torch.device):
 
 def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> dict[str, torch.Tensor]:
     """One update of D, then (ssgan mode) one update of G. Returns detached losses (no host sync)."""
+    # (1) Update D on its objective (see `d_objective`).
+    loss_d, out = d_objective(nets, cfg, x_lb, y_lb, x_ulb)
+    nets.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    nets.opt_d.step()
+
+    # (2) Update G on its objective. D is a fixed function here (`frozen`): gradients flow through it
+    #     to G, none are computed for it.
+    if nets.G is not None:
+        with frozen(nets.D):
+            loss_g, out_g = g_objective(nets, cfg, x_ulb2)
+        nets.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        nets.opt_g.step()
+        out.update(out_g)
+    return out
+
+
+def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D's loss on one batch, and its parts (detached):
+
+        L_sup = -log p(y | x_lb, real)                                              [supervised]
+        + unsup_weight * L_unsup, L_unsup = -log D(x_ulb) - log(1 - D(G(z)))         [ssgan only]
+        + cond_weight * -log p(c | G(z, c), real)      [conditional G only: AC-GAN, Odena et al. 2017]
+        + entropy_weight * H(p(y | x_ulb))                                            [tricks.entropy_weight]
+    """
     D, G, K = nets.d_forward, nets.g_forward, nets.num_classes
     device = x_lb.device
-
-    # (1) Update D: minimize L_sup = -log p(y | x_lb, real)                              [supervised]
-    #               + unsup_weight * L_unsup, L_unsup = -log D(x_ulb) - log(1 - D(G(z)))  [ssgan only]
-    #               + cond_weight * -log p(c | G(z, c), real)      [conditional G only: AC-GAN, Odena et al. 2017]
-    #               + entropy_weight * H(p(y | x_ulb))                                     [tricks.entropy_weight]
     with _autocast(cfg, device):  # forwards in bf16 when asked; every loss below is computed in fp32
         if G is None:
             logits_lb = D(x_lb)[0].float()  # (B, K[+1])
@@ -167,39 +188,35 @@ def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> 
             loss_cond = supervised_loss(logits_fake, c_fake, K)
             loss_d = loss_d + cfg.tricks.cond_weight * loss_cond
             out["loss_cond_d"] = loss_cond.detach()
-    nets.opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    nets.opt_d.step()
     out["loss_d"] = loss_d.detach()
     out["train_acc_lb"] = (logits_lb[:, :K].argmax(1) == y_lb).float().mean().detach()
+    return loss_d, out
 
-    # (2) Update G: feature matching, minimize || E f(x_ulb2) - E f(G(z)) ||^2 (Salimans et al. sec. 3.1),
-    #     or non-saturating, minimize -log D(G(z)); a conditional G also minimizes -log p(c | G(z, c), real).
-    #     D is a fixed function here (`frozen`): gradients flow through it to G, none are computed for it.
-    if G is not None:
-        c_fake = _fake_classes(nets.G, len(x_ulb2), K, device)
-        with frozen(nets.D), _autocast(cfg, device):
-            x_fake = G(sample_noise(len(x_ulb2), nets.G.noise_dim, device), c_fake)
-            if cfg.train.gen_loss == "feature_matching":
-                if nets.fused_g:  # one forward over real and generated rows; the real rows' features are constants
-                    logits, feats = D(torch.cat([x_ulb2, x_fake.to(x_ulb2.dtype)]))
-                    logits_fake = logits[len(x_ulb2):]
-                    feat_real, feat_fake = feats[: len(x_ulb2)].detach(), feats[len(x_ulb2):]
-                else:
-                    logits_fake, feat_fake = D(x_fake)
-                    with torch.no_grad():
-                        _, feat_real = D(x_ulb2)
-                loss_g = feature_matching_loss(feat_real.float(), feat_fake.float())
+
+def g_objective(nets: Nets, cfg: Config, x_ulb2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """G's loss on one batch: feature matching, || E f(x_ulb2) - E f(G(z)) ||^2 (Salimans et al. sec. 3.1),
+    or non-saturating, -log D(G(z)); a conditional G also minimizes -log p(c | G(z, c), real)."""
+    D, G, K = nets.d_forward, nets.g_forward, nets.num_classes
+    device = x_ulb2.device
+    c_fake = _fake_classes(nets.G, len(x_ulb2), K, device)
+    with _autocast(cfg, device):
+        x_fake = G(sample_noise(len(x_ulb2), nets.G.noise_dim, device), c_fake)
+        if cfg.train.gen_loss == "feature_matching":
+            if nets.fused_g:  # one forward over real and generated rows; the real rows' features are constants
+                logits, feats = D(torch.cat([x_ulb2, x_fake.to(x_ulb2.dtype)]))
+                logits_fake = logits[len(x_ulb2):]
+                feat_real, feat_fake = feats[: len(x_ulb2)].detach(), feats[len(x_ulb2):]
             else:
                 logits_fake, feat_fake = D(x_fake)
-                loss_g = non_saturating_loss(logits_fake.float(), K)
-            if c_fake is not None:
-                loss_g = loss_g + cfg.tricks.cond_weight * supervised_loss(logits_fake.float(), c_fake, K)
-        nets.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        nets.opt_g.step()
-        out["loss_g"] = loss_g.detach()
-    return out
+                with torch.no_grad():
+                    _, feat_real = D(x_ulb2)
+            loss_g = feature_matching_loss(feat_real.float(), feat_fake.float())
+        else:
+            logits_fake, feat_fake = D(x_fake)
+            loss_g = non_saturating_loss(logits_fake.float(), K)
+        if c_fake is not None:
+            loss_g = loss_g + cfg.tricks.cond_weight * supervised_loss(logits_fake.float(), c_fake, K)
+    return loss_g, {"loss_g": loss_g.detach()}
 
 
 def _fake_classes(G: nn.Module, n: int, num_classes: int, device: torch.device) -> Optional[torch.Tensor]:
@@ -220,10 +237,13 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - self.rate())
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
+
+    def rate(self) -> float:
+        """The decay used at the current update."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
 
 @torch.no_grad()

@@ -71,3 +71,50 @@ def test_speed_switches_train_on_a_gpu(npz_path, switch):
     probs = predict_proba(result.classifier, split.x_test, split.num_classes)
     assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
     assert result.cuda_graph == ("off" if cfg.train.compile else "on")
+
+
+def test_generator_pass_is_fused_by_default_on_a_gpu(npz_path):
+    nets = build_nets(tiny_cfg(npz_path, **{"train.device": "cuda"}), (1, 8, 8), 3, CUDA)
+    assert nets.fused and nets.fused_g  # one forward of D for G's feature matching: fewer kernels
+
+
+def test_stacked_seeds_replay_as_a_graph_exactly_as_eager_steps(npz_path):
+    from ssgan.seeds import stack_nets
+    from ssgan.seeds import train_step as seeds_train_step
+
+    cfg = tiny_cfg(npz_path, **{"data.labels": 10, "train.device": "cuda"})  # Gaussian noise on
+    split = load_split(cfg.data)
+    x = split.x_train.to(CUDA)
+    lb = split.labeled_idx.to(CUDA)
+    batch = (torch.stack([x[lb]] * 3), torch.stack([split.y_train[split.labeled_idx].to(CUDA)] * 3),
+             torch.stack([x[:10], x[10:20], x[20:30]]), torch.stack([x[30:40], x[40:50], x[50:60]]))
+    runs = {}
+    for graphed in (False, True):
+        c = replace(cfg, **{"train.cuda_graph": graphed})
+        per_seed = []
+        for s in range(3):
+            torch.manual_seed(s)
+            per_seed.append(build_nets(c, split.input_shape, split.num_classes, CUDA))
+        nets = stack_nets(c, per_seed)
+        step = lambda *b: seeds_train_step(nets, c, *b)  # noqa: E731
+        run = GraphedStep(step) if graphed else step
+        torch.cuda.manual_seed(123)
+        runs[graphed] = ([{k: v.clone() for k, v in run(*batch).items()} for _ in range(8)], nets)
+        if graphed:
+            assert run.captured, run.failure
+    (eager, e_nets), (graph, g_nets) = runs[False], runs[True]
+    for i, (e, g) in enumerate(zip(eager, graph)):
+        for k in e:
+            assert e[k].shape == (3,) and torch.allclose(e[k], g[k], rtol=1e-4, atol=1e-5), f"step {i}: {k}"
+    for p, q in zip(e_nets.D.parameters(), g_nets.D.parameters()):
+        assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
+
+
+def test_fit_seeds_is_graphed_on_a_gpu(npz_path):
+    from ssgan.seeds import fit_seeds
+
+    cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1, 2)]
+    result = fit_seeds(cfg, splits, [0, 1, 2], progress=False)
+    assert result.cuda_graph == "on" and result.stop_reason == "completed"
+    assert all(len(h) == 2 and all(torch.isfinite(torch.tensor(v)) for v in h[-1].values()) for h in result.histories)

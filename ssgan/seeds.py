@@ -1,0 +1,304 @@
+"""Several seeds of one recipe trained at once, as one batched model (`fit_seeds`).
+
+On a GPU the MNIST MLP step is bound by the number of kernels it launches, not by their size
+(bench/kernels.py): a step for one seed and a step for S seeds whose every kernel is S times larger take
+about the same time. `fit_seeds` stacks the S seeds' networks (`SeedStack`: each parameter gets a leading
+seed dimension) and trains them with the same `d_objective` / `g_objective` as `fit`, mapped over the
+seeds with `torch.func.vmap` — every matmul becomes one batched matmul. The seeds stay independent:
+losses are summed over seeds, each parameter slice only receives its own seed's gradient, and Adam and
+the EMA act element by element. Each seed s has its own labeled split (data.split_seed = s), its own
+initialization (train.seed = s), its own batches and its own random draws.
+
+What differs from `fit`: no torch.compile, no per-epoch sample grids or collapse monitor; the watchdog
+stops all seeds when any one collapses (the last good epoch is kept for all). Use it for benchmarks over
+seeds (bench/gpu_recipe.py --seeds 0,1,2); on a CPU it is no faster than one seed after another.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from ssgan.batches import BatchSource
+from ssgan.config import Config
+from ssgan.data import Split
+from ssgan.errors import ConfigError
+from ssgan.graphs import GraphedStep
+from ssgan.models import frozen
+from ssgan.train import (EMA, Nets, Schedule, _fmt, _quiet, build_nets, check_plan, d_objective, g_objective,
+                         index_stream, resolve_device)
+from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
+from ssgan.watchdog import Watchdog
+
+log = logging.getLogger("ssgan")
+
+
+class SeedStack(nn.Module):
+    """S networks of one architecture as one module: each parameter and buffer is stacked along a
+    leading seed dimension (S, ...). `member(i)` gives seed i's network back as a plain module."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        params, buffers = stack_module_state(models)
+        self.__dict__["base"] = copy.deepcopy(models[0])  # the architecture; not a submodule: its own weights unused
+        self.names = {name.replace(".", "__"): name for name in (*params, *buffers)}
+        for name, p in params.items():
+            self.register_parameter(name.replace(".", "__"), nn.Parameter(p))
+        for name, b in buffers.items():
+            self.register_buffer(name.replace(".", "__"), b)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.state_dict().values())))
+
+    def tensors(self, detach: bool = False) -> dict[str, torch.Tensor]:
+        """Stacked parameters and buffers under the base module's names (detached: no gradient to them)."""
+        out = {self.names[k]: v for k, v in (*self.named_parameters(), *self.named_buffers())}
+        return {k: v.detach() for k, v in out.items()} if detach else out
+
+    def train(self, mode: bool = True):
+        self.base.train(mode)
+        return super().train(mode)
+
+    def member(self, i: int) -> nn.Module:
+        net = copy.deepcopy(self.base)
+        net.load_state_dict({k: v[i].detach().clone() for k, v in self.tensors().items()})
+        return net.train(self.training)
+
+
+@dataclass
+class StackedNets:
+    """`train.Nets` for S seeds: stacked D and G, one optimizer each over the stacked parameters."""
+    D: SeedStack
+    G: Optional[SeedStack]
+    opt_d: torch.optim.Optimizer
+    opt_g: Optional[torch.optim.Optimizer]
+    num_classes: int
+    fused: bool = False
+    fused_g: bool = False
+
+    def seed_view(self, d: dict[str, torch.Tensor], g: Optional[dict[str, torch.Tensor]]) -> Nets:
+        """One seed's networks as `Nets`, for the objectives (called under vmap: d and g are one seed's slices)."""
+        D, G = self.D.base, self.G.base if self.G is not None else None
+        return Nets(D, G, None, None, self.num_classes, fused=self.fused, fused_g=self.fused_g,
+                    d_forward=lambda x: functional_call(D, d, (x,)),
+                    g_forward=(lambda z, c=None: functional_call(G, g, (z, c))) if G is not None else None)
+
+
+def train_step(nets: StackedNets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None,
+               randomness: str = "different") -> dict[str, torch.Tensor]:
+    """One update of every seed's D, then of every seed's G: `train.train_step` mapped over the seeds.
+    Batches are (S, B, ...); returns each loss as (S,). `randomness`: vmap's, "different" draws for each
+    seed ("same": one draw shared by all, as in the tests that compare with one seed at a time)."""
+    D, G = nets.D, nets.G
+    # (1) Update D: each seed's d_objective; the sum over seeds gives each seed's slice its own gradient.
+    d_one = lambda d, g, *batch: d_objective(nets.seed_view(d, g), cfg, *batch)  # noqa: E731
+    args = (D.tensors(), G.tensors() if G else None, x_lb, y_lb, x_ulb)
+    loss_d, out = vmap(d_one, in_dims=tuple(None if a is None else 0 for a in args), randomness=randomness)(*args)
+    nets.opt_d.zero_grad(set_to_none=True)
+    loss_d.sum().backward()
+    nets.opt_d.step()
+    # (2) Update G: each seed's g_objective through its fixed D (detached weights: no gradient to D).
+    if G is not None:
+        g_one = lambda d, g, x: g_objective(nets.seed_view(d, g), cfg, x)  # noqa: E731
+        with frozen(D.base):
+            loss_g, out_g = vmap(g_one, randomness=randomness)(D.tensors(detach=True), G.tensors(), x_ulb2)
+        nets.opt_g.zero_grad(set_to_none=True)
+        loss_g.sum().backward()
+        nets.opt_g.step()
+        out.update(out_g)
+    return out
+
+
+def stack_nets(cfg: Config, per_seed: list[Nets]) -> StackedNets:
+    """Stack S seeds' freshly built networks and give them optimizers over the stacked parameters."""
+    t, tricks, first = cfg.train, cfg.tricks, per_seed[0]
+    D = SeedStack([n.D for n in per_seed])
+    G = SeedStack([n.G for n in per_seed]) if first.G is not None else None
+    opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks, capturable=first.graphed)
+    opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=first.graphed) if G else None
+    return StackedNets(D, G, opt_d, opt_g, first.num_classes, fused=first.fused, fused_g=first.fused_g)
+
+
+@dataclass
+class SeedsResult:
+    seeds: list[int]
+    classifiers: list[nn.Module]  # per seed: the EMA discriminator (or the raw one), in eval mode
+    generators: list[Optional[nn.Module]]
+    histories: list[list[dict[str, float]]] = field(default_factory=list)  # per seed, per epoch
+    stop_reason: str = "completed"
+    stop_message: str = ""
+    seconds: float = 0.0
+    cuda_graph: str = "off"
+
+
+SeedsCallback = Callable[[int, list[dict[str, float]]], None]
+
+
+def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Optional[SeedsCallback] = None,
+              progress: Optional[bool] = None) -> SeedsResult:
+    """Train `cfg` once per seed, all seeds at once; `splits[i]` is seed i's split (data.split_seed = seeds[i]).
+    `on_epoch(epoch, metrics per seed)` is called after every epoch."""
+    t, tricks = cfg.train, cfg.tricks
+    _check(cfg, splits, seeds)
+    device = resolve_device(t.device)
+    K = splits[0].num_classes
+    data = BatchSource(splits[0].x_train, splits[0].y_train, device, t.data_on_device)  # the shared unlabeled pool
+    index_device = data.device if data.resident else None
+    chunk = 1 << 16 if index_device is not None and index_device.type != "cpu" else 0
+    # each seed: its own init (as `fit` with train.seed = s), labeled set and batch order
+    per_seed, lb_streams, ulb_streams, ulb2_streams = [], [], [], []
+    for s, split in zip(seeds, splits):
+        torch.manual_seed(s)
+        init_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(s))[:500]
+        per_seed.append(build_nets(cfg, split.input_shape, K, device, x_init=data.inputs(init_idx)))
+        lb_streams.append(index_stream(len(split.labeled_idx), t.batch_size, torch.Generator().manual_seed(s),
+                                       index_device, chunk))
+        ulb_streams.append(index_stream(len(data), t.batch_size, torch.Generator().manual_seed(s + 1), index_device, chunk))
+        ulb2_streams.append(index_stream(len(data), t.batch_size, torch.Generator().manual_seed(s + 2), index_device, chunk))
+    x_lb_all = torch.stack([s.x_train[s.labeled_idx] for s in splits]).to(device)  # (S, L, *input_shape)
+    y_lb_all = torch.stack([s.y_train[s.labeled_idx] for s in splits]).to(device)  # (S, L)
+    rows = torch.arange(len(seeds), device=device).unsqueeze(1)  # (S, 1): picks each seed's own labeled rows
+    nets = stack_nets(cfg, per_seed)
+    D, G, graphed = nets.D, nets.G, per_seed[0].graphed
+    del per_seed
+    ema = EMA(D, t.ema_decay) if t.ema_decay > 0 else None
+    evaluated = ema.model if ema else D
+    steps, total = check_plan(cfg, splits[0])
+    schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None], lambda s: lr_factor(t, tricks, s, total))
+    watchdog = Watchdog(tricks.watchdog, device, adversarial=G is not None)
+    check_every = min(tricks.watchdog.patience, 50)
+    keys: list[str] = []
+    sums = torch.zeros(0, device=device)  # (losses, S) per-epoch sums, on the device
+
+    def step(*batch: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+        nonlocal sums
+        losses = train_step(nets, cfg, *batch)
+        stacked = torch.stack([v.float() for v in losses.values()])  # (losses, S)
+        watchdog.observe({"loss_d": losses["loss_d"].min()}, stacked)  # any seed's D collapsing stops all
+        if keys:
+            sums.add_(stacked)
+        else:
+            keys.extend(losses)
+            sums = stacked.clone()
+        return losses
+
+    run_step = GraphedStep(step) if graphed else step
+    result = SeedsResult(seeds=list(seeds), classifiers=[], generators=[], histories=[[] for _ in seeds])
+    good = _snapshot(D, G, ema)
+    D.train()
+    set_noise_scale(D.base, noise_scale(tricks, 0, total))
+    if G is not None:
+        G.train()
+    start = time.perf_counter()
+    try:
+        for epoch in range(1, t.epochs + 1):
+            epoch_start = time.perf_counter()
+            sums.zero_()
+            for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
+                idx_lb = torch.stack([next(s) for s in lb_streams])  # (S, B)
+                x_ulb = x_ulb2 = None
+                if G is not None:
+                    x_ulb = data.inputs(torch.stack([next(s) for s in ulb_streams]))  # (S, B, *input_shape)
+                    x_ulb2 = data.inputs(torch.stack([next(s) for s in ulb2_streams]))
+                if tricks.noise_anneal:
+                    set_noise_scale(D.base, noise_scale(tricks, (epoch - 1) * steps + i, total))
+                run_step(x_lb_all[rows, idx_lb], y_lb_all[rows, idx_lb], x_ulb, x_ulb2)
+                schedule.step()
+                if ema:
+                    ema.update(D)
+                if (i + 1) % check_every == 0 and _stop(watchdog, result):
+                    break
+            if result.stop_reason != "completed":
+                break
+            per_seed_losses = (sums / steps).t().tolist()  # (S, losses): one host sync
+            acc = _accuracy(evaluated, splits[0].x_test, splits[0].y_test, K)
+            acc_raw = _accuracy(D, splits[0].x_test, splits[0].y_test, K) if ema else acc
+            lr = float(nets.opt_d.param_groups[0]["lr"])
+            seconds = time.perf_counter() - epoch_start
+            metrics = [{**dict(zip(keys, losses)), "test_accuracy": a, "test_accuracy_raw": r, "lr": lr,
+                        "epoch_seconds": seconds} for losses, a, r in zip(per_seed_losses, acc, acc_raw)]
+            if _stop(watchdog, result):
+                break
+            good = _snapshot(D, G, ema)
+            for h, m in zip(result.histories, metrics):
+                h.append(m)
+            log.info("epoch %d/%d  test_accuracy %s  (%.1f s)", epoch, t.epochs, " ".join(_fmt(a) for a in acc), seconds)
+            if on_epoch:
+                on_epoch(epoch, metrics)
+    except KeyboardInterrupt:
+        result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
+        log.warning("interrupted: keeping the %d finished epoch(s)", len(result.histories[0]))
+    if result.stop_reason not in ("completed", "interrupted"):
+        _restore(good, D, G, ema)
+        log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.histories[0]), result.stop_message)
+    result.seconds = time.perf_counter() - start
+    if isinstance(run_step, GraphedStep):
+        result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"
+    evaluated.eval()
+    result.classifiers = [evaluated.member(i).eval() for i in range(len(seeds))]
+    result.generators = [G.member(i).eval() if G else None for i in range(len(seeds))]
+    return result
+
+
+def _check(cfg: Config, splits: list[Split], seeds: list[int]) -> None:
+    if not seeds or len(seeds) != len(splits) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"fit_seeds needs one split per seed and distinct seeds, got seeds {list(seeds)} "
+                          f"and {len(splits)} split(s)")
+    if cfg.train.compile:
+        raise ConfigError("train.compile does not apply to several seeds at once; set train.compile=false")
+    first = splits[0]
+    for s, split in zip(seeds, splits):
+        if (split.x_train.shape != first.x_train.shape or len(split.labeled_idx) != len(first.labeled_idx)
+                or not torch.equal(split.x_train, first.x_train) or not torch.equal(split.x_test, first.x_test)):
+            raise ConfigError(f"seed {s}'s split differs in size from seed {seeds[0]}'s: the seeds must share one "
+                              "dataset and label budget (only data.split_seed may differ)")
+
+
+@torch.no_grad()
+def _accuracy(model: SeedStack, x_test: torch.Tensor, y_test: torch.Tensor, num_classes: int) -> list[float]:
+    """Each seed's test accuracy, counted on the device: one host sync."""
+    was_training = model.training
+    model.eval()
+    w = model.tensors()
+    device = next(iter(w.values())).device
+    batch = 10_000 if device.type == "cuda" else 1000
+    correct = torch.zeros(len(model), dtype=torch.int64, device=device)
+    predict = vmap(lambda p, x: functional_call(model.base, p, (x,))[0][:, :num_classes].argmax(1), in_dims=(0, None))
+    for i in range(0, len(x_test), batch):
+        y = y_test[i : i + batch].to(device)
+        correct += (predict(w, x_test[i : i + batch].to(device)) == y).sum(1)  # (S,)
+    model.train(was_training)
+    return (correct.double() / max(len(x_test), 1)).tolist()
+
+
+def _stop(watchdog: Watchdog, result: SeedsResult) -> bool:
+    reason = watchdog.verdict()
+    if reason is None:
+        return False
+    if watchdog.cfg.action == "warn":
+        log.warning("watchdog: %s (continuing: tricks.watchdog.action=warn)", watchdog.message(reason))
+        watchdog.reset()
+        return False
+    result.stop_reason, result.stop_message = reason, watchdog.message(reason)
+    return True
+
+
+def _snapshot(*models: Optional[nn.Module]) -> list[Optional[dict]]:
+    return [None if m is None else copy.deepcopy(_module(m).state_dict()) for m in models]
+
+
+def _restore(state: list[Optional[dict]], *models: Optional[nn.Module]) -> None:
+    for s, m in zip(state, models):
+        if m is not None:
+            _module(m).load_state_dict(s)
+
+
+def _module(m) -> nn.Module:
+    return m.model if isinstance(m, EMA) else m

@@ -1,0 +1,91 @@
+"""Several seeds trained at once (ssgan/seeds.py): the same training as one seed at a time."""
+import copy
+
+import pytest
+import torch
+
+from ssgan.config import replace
+from ssgan.data import load_split
+from ssgan.errors import ConfigError
+from ssgan.seeds import SeedStack, fit_seeds, stack_nets
+from ssgan.seeds import train_step as seeds_train_step
+from ssgan.train import build_nets, predict_proba, train_step
+from tests.test_train import tiny_cfg
+
+
+def _nets(cfg, split, seeds):
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)
+        out.append(build_nets(cfg, split.input_shape, split.num_classes, torch.device("cpu"), x_init=split.x_train[:20]))
+    return out
+
+
+@pytest.mark.parametrize("extra", [{}, {"train.gen_loss": "non_saturating"}, {"train.fused_g": True},
+                                   {"mode": "supervised"}])
+def test_a_step_of_stacked_seeds_equals_a_step_of_each_seed_alone(npz_path, extra):
+    # Noise off and vmap's randomness "same": every seed draws the z a lone step draws after the same
+    # manual_seed, so the stacked update must equal each seed's own update.
+    cfg = replace(tiny_cfg(npz_path, **{"tricks.gaussian_noise": False}), **extra)
+    split = load_split(cfg.data)
+    alone = _nets(cfg, split, [0, 1, 2])
+    stacked = stack_nets(cfg, copy.deepcopy(alone))
+    x_lb, y_lb = split.x_train[split.labeled_idx[:5]], split.y_train[split.labeled_idx[:5]]
+    batches = [(x_lb, y_lb, split.x_train[10 * s : 10 * s + 10], split.x_train[30 + 10 * s : 40 + 10 * s]) for s in range(3)]
+    for step in range(2):  # the second step also checks Adam's state
+        losses = []
+        for nets, batch in zip(alone, batches):
+            torch.manual_seed(step)
+            losses.append(train_step(nets, cfg, *batch))
+        torch.manual_seed(step)
+        together = seeds_train_step(stacked, cfg, *(torch.stack(b) for b in zip(*batches)), randomness="same")
+        for k, v in together.items():
+            assert v.shape == (3,)
+            assert torch.allclose(v, torch.stack([l[k] for l in losses]), rtol=1e-5, atol=1e-6), k
+    for i, nets in enumerate(alone):
+        for stack, net in ((stacked.D, nets.D), (stacked.G, nets.G)):
+            if net is None:
+                continue
+            member = stack.member(i).state_dict()
+            for name, p in net.state_dict().items():
+                assert torch.allclose(member[name].float(), p.float(), rtol=1e-4, atol=1e-6), f"seed {i}: {name}"
+
+
+def test_seed_stack_gives_each_member_back(npz_path):
+    cfg = tiny_cfg(npz_path)
+    split = load_split(cfg.data)
+    nets = _nets(cfg, split, [3, 4])
+    stack = SeedStack([n.D for n in nets])
+    assert len(stack) == 2 and all(p.shape[0] == 2 for p in stack.parameters())
+    for i, n in enumerate(nets):
+        assert all(torch.equal(a, b) for a, b in zip(stack.member(i).state_dict().values(), n.D.state_dict().values()))
+
+
+def test_fit_seeds_trains_each_seed_on_its_own_split(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 2})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    assert not torch.equal(splits[0].labeled_idx, splits[1].labeled_idx)
+    seen = []
+    result = fit_seeds(cfg, splits, [0, 1], on_epoch=lambda e, m: seen.append((e, m)), progress=False)
+    assert result.stop_reason == "completed" and [e for e, _ in seen] == [1, 2]
+    assert len(result.histories) == 2 and all(len(h) == 2 for h in result.histories)
+    assert {"loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "test_accuracy_raw", "lr"} <= set(result.histories[0][0])
+    assert result.histories[0][-1]["loss_d"] != result.histories[1][-1]["loss_d"]  # independent seeds
+    for clf, history in zip(result.classifiers, result.histories):  # the reported accuracy is the classifier's
+        assert not clf.training
+        predicted = predict_proba(clf, splits[0].x_test, splits[0].num_classes).argmax(1)
+        assert history[-1]["test_accuracy"] == pytest.approx((predicted == splits[0].y_test).double().mean().item())
+    assert all(g is not None and not g.training for g in result.generators)
+
+
+def test_fit_seeds_rejects_mismatched_inputs(npz_path):
+    cfg = tiny_cfg(npz_path)
+    split = load_split(cfg.data)
+    with pytest.raises(ConfigError, match="one split per seed"):
+        fit_seeds(cfg, [split], [0, 1])
+    with pytest.raises(ConfigError, match="distinct seeds"):
+        fit_seeds(cfg, [split, split], [0, 0])
+    with pytest.raises(ConfigError, match="label budget"):
+        fit_seeds(cfg, [split, load_split(replace(cfg, **{"data.labels": 9}).data)], [0, 1])
+    with pytest.raises(ConfigError, match="train.compile"):
+        fit_seeds(replace(cfg, **{"train.compile": True}), [split, split], [0, 1])
