@@ -12,6 +12,8 @@ the peak FLOP rate of a large dense matmul measured in the same run on the same 
 after the steps; the higher of the two counts; on a GPU an 8192^2 matmul in the step's precision,
 fp32 or bf16). On a GPU the step is replayed as a CUDA graph unless train.cuda_graph=false. It also times
 one epoch at 10k, 30k and 60k unlabeled examples (time per epoch should grow linearly).
+With --stacked "1,3,5" it also measures S seeds trained at once (ssgan/seeds.py): seed-steps/s (S x
+steps/s) against one seed's steps/s, in the same run.
 
 Data are random tensors of MNIST's shape: speed does not depend on pixel values. Results go to
 OUT/throughput.json and a table to stdout.
@@ -19,6 +21,7 @@ OUT/throughput.json and a table to stdout.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,6 +38,8 @@ from ssgan.config import load_config  # noqa: E402
 from ssgan.data import UNLABELED, Split  # noqa: E402
 from ssgan.flops import matmul_peak, step_flops  # noqa: E402
 from ssgan.graphs import GraphedStep  # noqa: E402
+from ssgan.seeds import stack_nets  # noqa: E402
+from ssgan.seeds import train_step as seeds_train_step  # noqa: E402
 from ssgan.train import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
 
 MODELS = {"mlp": [], "conv": ["model.arch=conv"]}  # overrides of configs/mnist-100.yaml
@@ -46,6 +52,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="timed steps per measurement (5 blocks; best block counts)")
     ap.add_argument("--sizes", default="10000,30000,60000", help="unlabeled set sizes for epoch timing ('' = skip)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--stacked", default="", help="numbers of seeds trained at once to time, e.g. '1,3,5' ('' = skip)")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -69,6 +76,14 @@ def main() -> None:
         row["fraction_of_peak"] = row["gflops_per_s"] * 1e9 / peak
         if args.sizes:
             row["epoch_seconds"] = {n: epoch_seconds(cfg, int(n)) for n in args.sizes.split(",")}
+        if args.stacked:
+            row["stacked"] = {}
+            for n in args.stacked.split(","):
+                r = measure_steps(cfg, device, args.steps, seeds=int(n))
+                row["stacked"][n] = {"seed_steps_per_s": r["steps_per_s"] * int(n), "cuda_graph": r["cuda_graph"],
+                                     "gflops_per_s": r["flops_per_step"] * r["steps_per_s"] / 1e9}
+                print(f"{name}, {n} seed(s) at once: {r['steps_per_s'] * int(n):.2f} seed-steps/s "
+                      f"({r['flops_per_step'] * r['steps_per_s'] / 1e9:.1f} GFLOP/s, cuda_graph {r['cuda_graph']})", flush=True)
         report["models"][name] = row
         print(f"{name}: {row['steps_per_s']:.2f} steps/s, {row['examples_per_s']:.0f} examples/s, "
               f"{row['flops_per_step'] / 1e9:.2f} GFLOP/step, {row['gflops_per_s']:.1f} GFLOP/s = "
@@ -80,17 +95,27 @@ def main() -> None:
     (out / f"throughput-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
-def measure_steps(cfg, device: torch.device, steps: int) -> dict:
-    """steps/s of train_step on device-resident random batches (after a warm-up)."""
+def measure_steps(cfg, device: torch.device, steps: int, seeds: int = 0) -> dict:
+    """steps/s of train_step on device-resident random batches (after a warm-up); `seeds` > 0: of the
+    stacked step of that many seeds (ssgan/seeds.py)."""
     torch.manual_seed(0)
     b = cfg.train.batch_size
-    nets = prepare(build_nets(cfg, (1, 28, 28), 10, device), cfg)
-    x = torch.rand(3 * b, 1, 28, 28, device=device)
-    y = torch.randint(10, (b,), device=device)
-    batches = (x[:b], y, x[b:2 * b], x[2 * b:])
-    flops = step_flops(nets, cfg, *batches)
-    step = lambda *b: train_step(nets, cfg, *b)  # noqa: E731
-    if nets.graphed:
+    lead = (seeds,) if seeds else ()
+    x = torch.rand(*lead, 3 * b, 1, 28, 28, device=device)
+    y = torch.randint(10, (*lead, b), device=device)
+    batches = (x[..., :b, :, :, :], y, x[..., b:2 * b, :, :, :], x[..., 2 * b:, :, :, :])
+    if seeds:
+        one = [build_nets(cfg, (1, 28, 28), 10, device) for _ in range(seeds)]
+        nets, graphed = stack_nets(cfg, one), one[0].graphed
+        with FlopCounterMode(display=False) as counter:
+            seeds_train_step(copy.deepcopy(nets), cfg, *batches)
+        flops = counter.get_total_flops()
+        step = lambda *b: seeds_train_step(nets, cfg, *b)  # noqa: E731
+    else:
+        nets = prepare(build_nets(cfg, (1, 28, 28), 10, device), cfg)
+        flops, graphed = step_flops(nets, cfg, *batches), nets.graphed
+        step = lambda *b: train_step(nets, cfg, *b)  # noqa: E731
+    if graphed:
         step = GraphedStep(step)
     for _ in range(10):  # warm-up (and compilation or graph capture, when on)
         step(*batches)
@@ -101,7 +126,7 @@ def measure_steps(cfg, device: torch.device, steps: int) -> dict:
         start = time.perf_counter()
         for _ in range(per_block):
             losses = step(*batches)
-        float(losses["loss_d"])  # one sync per block, as the training loop syncs once per epoch
+        losses["loss_d"].sum().item()  # one sync per block, as the training loop syncs once per epoch
         best = min(best, (time.perf_counter() - start) / per_block)
     sps = 1.0 / best
     graph = "on" if isinstance(step, GraphedStep) and step.captured else "off"
