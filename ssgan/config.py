@@ -62,6 +62,7 @@ class TrainConfig:
     lr: float = 3e-3  # when not set and model.arch=conv: 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    adam_eps: float = 1e-8  # Adam's epsilon (Salimans et al.'s Theano Adam: sqrt(v + 1e-8), about 1e-4 here)
     lr_schedule: Literal["constant", "linear_decay", "cosine", "step"] = "linear_decay"
     decay_start: float = 0.667  # linear_decay: lr falls linearly to 0 after this fraction of training;
     #                             step: lr is multiplied by step_gamma at this fraction (and again at each multiple)
@@ -161,6 +162,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.lr": (lambda v: v > 0, "> 0"),
     "train.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.adam_eps": (lambda v: v > 0, "> 0"),
     "train.decay_start": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "train.unsup_weight": (lambda v: v >= 0, ">= 0"),
     "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),

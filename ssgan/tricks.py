@@ -65,8 +65,9 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float, train: TrainConfig
     if capturable:
         params = list(params)
         lr_t = torch.tensor(lr, dtype=torch.float32, device=params[0].device)
-        return torch.optim.Adam(params, lr=lr_t, betas=(train.beta1, train.beta2), fused=True, capturable=True)
-    return torch.optim.Adam(params, lr=lr, betas=(train.beta1, train.beta2), fused=True)
+        return torch.optim.Adam(params, lr=lr_t, betas=(train.beta1, train.beta2), eps=train.adam_eps, fused=True,
+                                capturable=True)
+    return torch.optim.Adam(params, lr=lr, betas=(train.beta1, train.beta2), eps=train.adam_eps, fused=True)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -87,6 +87,9 @@ def test_optimizer_and_separate_learning_rates(npz_path):
     assert nets.opt_d.param_groups[0]["lr"] == 0.01 and nets.opt_g.param_groups[0]["lr"] == 0.002
     adam = build_nets(tiny_cfg(npz_path), (1, 8, 8), 3, torch.device("cpu"))
     assert isinstance(adam.opt_d, torch.optim.Adam) and adam.opt_d.param_groups[0]["betas"] == (0.5, 0.999)
+    assert adam.opt_d.param_groups[0]["eps"] == 1e-8
+    eps = build_nets(tiny_cfg(npz_path, **{"train.adam_eps": 1e-4}), (1, 8, 8), 3, torch.device("cpu"))
+    assert eps.opt_d.param_groups[0]["eps"] == 1e-4 and eps.opt_g.param_groups[0]["eps"] == 1e-4
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
