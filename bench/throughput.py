@@ -62,6 +62,7 @@ def main() -> None:
     if device.type == "cuda":
         bf16 = "train.precision=bf16" in args.overrides
         peak_kw = {"n": 8192, "dtype": torch.bfloat16 if bf16 else torch.float32}
+    torch.backends.cuda.matmul.allow_tf32 = "train.precision=tf32" in args.overrides  # the peak in the step's precision
     peak = matmul_peak(device, **peak_kw)
     report = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "overrides": args.overrides, "matmul_peak_gflops": peak / 1e9, "models": {}}

@@ -72,7 +72,8 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of D's weights used for evaluation; 0 = evaluate raw weights
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: forwards under bfloat16 autocast (losses in fp32)
+    precision: Literal["fp32", "bf16", "tf32"] = "fp32"  # bf16: forwards under bfloat16 autocast (losses in fp32);
+    #                                                   tf32: fp32 tensors, CUDA matmuls on TF32 tensor cores
     compile: bool = False  # torch.compile D and G (first steps are slow while it compiles)
     data_on_device: Optional[bool] = None  # training data as tensors on the device; null = when they fit
     fused_d: bool = True  # D's update in one forward over labeled + unlabeled + generated rows

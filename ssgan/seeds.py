@@ -33,7 +33,7 @@ from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
 from ssgan.train import (EMA, Nets, Schedule, _fmt, _quiet, build_nets, check_plan, d_objective, g_objective,
-                         index_stream, resolve_device)
+                         index_stream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
 from ssgan.watchdog import Watchdog
 
@@ -166,6 +166,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     y_lb_all = torch.stack([s.y_train[s.labeled_idx] for s in splits]).to(device)  # (S, L)
     rows = torch.arange(len(seeds), device=device).unsqueeze(1)  # (S, 1): picks each seed's own labeled rows
     nets = stack_nets(cfg, per_seed)
+    set_matmul_precision(cfg)
     D, G, graphed = nets.D, nets.G, per_seed[0].graphed
     del per_seed
     ema = EMA(D, t.ema_decay) if t.ema_decay > 0 else None

@@ -109,6 +109,7 @@ def prepare(nets: Nets, cfg: Config) -> Nets:
     """Speed switches that leave the maths alone: torch.compile (train.compile) and, for conv models on
     CUDA, channels_last memory layout and cuDNN autotuning."""
     device = next(nets.D.parameters()).device
+    set_matmul_precision(cfg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         if cfg.model.arch == "conv":
@@ -119,6 +120,12 @@ def prepare(nets: Nets, cfg: Config) -> Nets:
         nets.d_forward = torch.compile(nets.D)
         nets.g_forward = torch.compile(nets.G) if nets.G is not None else None
     return nets
+
+
+def set_matmul_precision(cfg: Config) -> None:
+    """train.precision=tf32: CUDA matmuls of fp32 tensors on TF32 tensor cores (10-bit mantissa); otherwise
+    full fp32 matmuls (PyTorch's default). A process-wide switch, set by every run."""
+    torch.backends.cuda.matmul.allow_tf32 = cfg.train.precision == "tf32"
 
 
 def _autocast(cfg: Config, device: torch.device):

@@ -61,7 +61,8 @@ def test_graphed_fit_follows_the_eager_fit_and_says_it_was_graphed(npz_path):
 
 @pytest.mark.parametrize("switch", [{"train.precision": "bf16"},
                                     {"train.precision": "bf16", "model.arch": "conv", "model.conv_width": 4},
-                                    {"train.compile": True}])
+                                    {"train.compile": True}, {"train.precision": "tf32"}],
+                         ids=["bf16", "conv-bf16", "compile", "tf32"])
 def test_speed_switches_train_on_a_gpu(npz_path, switch):
     cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2, **switch})
     split = load_split(cfg.data)

@@ -159,7 +159,7 @@ def test_cuda_device_without_a_gpu_is_a_config_error(npz_path):
         fit(cfg, load_split(cfg.data), progress=False)
 
 
-@pytest.mark.parametrize("switch", [{"train.precision": "bf16"}, {"train.compile": True},
+@pytest.mark.parametrize("switch", [{"train.precision": "bf16"}, {"train.compile": True}, {"train.precision": "tf32"},
                                     {"train.precision": "bf16", "model.arch": "conv", "model.conv_width": 4}])
 def test_speed_switches_train_on_cpu_with_the_same_api(npz_path, switch):
     cfg = tiny_cfg(npz_path, **{"train.epochs": 1, **switch})
@@ -171,6 +171,9 @@ def test_speed_switches_train_on_cpu_with_the_same_api(npz_path, switch):
     assert all(torch.isfinite(torch.tensor(v)) for v in result.history[0].values())
     probs = predict_proba(result.classifier, split.x_test, split.num_classes)
     assert probs.dtype == torch.float32 and torch.allclose(probs.sum(1), torch.ones(len(probs)))
+    assert torch.backends.cuda.matmul.allow_tf32 == (cfg.train.precision == "tf32")  # set per run
+    fit(tiny_cfg(npz_path, **{"train.epochs": 1}), split, progress=False)
+    assert not torch.backends.cuda.matmul.allow_tf32  # and back to full fp32 for an fp32 run
 
 
 def test_each_unlabeled_pass_draws_every_example_once():
