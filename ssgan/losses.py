@@ -44,8 +44,15 @@ def unsupervised_loss(
     t * softplus(-r) + (1 - t) * softplus(r); the defaults t = 1 for x and t = 0 for G(z) give the
     plain loss above exactly.
     """
-    r_real, r_fake = real_logit(logits_ulb, num_classes), real_logit(logits_fake, num_classes)
-    real_term = F.softplus(-r_real) if target_ulb is None else _bce_with_logit(r_real, target_ulb)
+    return real_fake_loss(real_logit(logits_ulb, num_classes), real_logit(logits_fake, num_classes),
+                          target_ulb, target_fake)
+
+
+def real_fake_loss(r_real: torch.Tensor, r_fake: torch.Tensor, target_real: Optional[torch.Tensor] = None,
+                   target_fake: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`unsupervised_loss` from the "is real" logits r (B,) of real and generated rows: the training
+    step computes r for both at once, from one forward's logits (one logsumexp: fewer GPU kernels)."""
+    real_term = F.softplus(-r_real) if target_real is None else _bce_with_logit(r_real, target_real)
     fake_term = F.softplus(r_fake) if target_fake is None else _bce_with_logit(r_fake, target_fake)
     return real_term.mean() + fake_term.mean()
 

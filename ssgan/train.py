@@ -23,7 +23,8 @@ from ssgan.config import Config
 from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep, use_cuda_graph
-from ssgan.losses import conditional_entropy, feature_matching_loss, non_saturating_loss, supervised_loss, unsupervised_loss
+from ssgan.losses import (conditional_entropy, feature_matching_loss, non_saturating_loss, real_fake_loss, real_logit,
+                          supervised_loss)
 from ssgan.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                           init_from_data, sample_noise)
 from ssgan.monitor import collapse_metrics
@@ -175,16 +176,19 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
                 x_fake = G(sample_noise(len(x_ulb), nets.G.noise_dim, device), c_fake)  # (B, *input_shape)
             if nets.fused:  # one forward over all rows: each weight is read once
                 logits = D(torch.cat([x_lb, x_ulb, x_fake.to(x_lb.dtype)]))[0].float()
-                logits_lb, logits_ulb, logits_fake = logits.split([len(x_lb), len(x_ulb), len(x_fake)])
+                logits_lb, logits_gan = logits.split([len(x_lb), len(x_ulb) + len(x_fake)])
+                logits_ulb, logits_fake = logits_gan.split([len(x_ulb), len(x_fake)])
+                r_ulb, r_fake = real_logit(logits_gan, K).split([len(x_ulb), len(x_fake)])  # one logsumexp for both
             else:  # D with batch norm: each batch normalized by its own statistics
                 logits_lb, logits_ulb, logits_fake = (D(x)[0].float() for x in (x_lb, x_ulb, x_fake))
+                r_ulb, r_fake = real_logit(logits_ulb, K), real_logit(logits_fake, K)
     loss_sup = supervised_loss(logits_lb, y_lb, K)
     loss_d = loss_sup
     out = {"loss_sup": loss_sup.detach()}
     if G is not None:
         # "is real" targets: 1 and 0, or smoothed / flipped (tricks); never used in G's update below
         t_ulb, t_fake = real_fake_targets(len(x_ulb), len(x_fake), cfg.tricks, x_ulb.device)
-        loss_unsup = unsupervised_loss(logits_ulb, logits_fake, K, t_ulb, t_fake)
+        loss_unsup = real_fake_loss(r_ulb, r_fake, t_ulb, t_fake)  # = unsupervised_loss(logits_ulb, logits_fake, ...)
         loss_d = loss_sup + cfg.train.unsup_weight * loss_unsup
         out["loss_unsup"] = loss_unsup.detach()
         if cfg.tricks.entropy_weight:  # + entropy_weight * H(p(y | x_ulb)): confident predictions on unlabeled data

@@ -6,6 +6,7 @@ import torch
 from ssgan.losses import (
     feature_matching_loss,
     non_saturating_loss,
+    real_fake_loss,
     real_logit,
     supervised_loss,
     unsupervised_loss,
@@ -33,6 +34,16 @@ def test_supervised_loss_is_cross_entropy_of_real_classes():
     logits = torch.tensor([[2.0, 0.0, 5.0]])  # third column: explicit fake logit, ignored
     expected = -math.log(math.exp(2.0) / (math.exp(2.0) + 1.0))
     assert math.isclose(supervised_loss(logits, torch.tensor([0]), 2).item(), expected, rel_tol=1e-6)
+
+
+def test_real_fake_loss_from_one_logsumexp_over_both_batches_is_the_unsupervised_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(14, 4) * 3  # 6 real rows, then 8 generated ones (explicit fake logit: column 3)
+    r_real, r_fake = real_logit(logits, 3).split([6, 8])
+    t_real, t_fake = torch.rand(6), torch.zeros(8)
+    assert torch.allclose(real_fake_loss(r_real, r_fake), unsupervised_loss(logits[:6], logits[6:], 3))
+    assert torch.allclose(real_fake_loss(r_real, r_fake, t_real, t_fake),
+                          unsupervised_loss(logits[:6], logits[6:], 3, t_real, t_fake))
 
 
 def test_unsupervised_loss_by_hand():
