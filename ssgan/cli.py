@@ -42,21 +42,40 @@ def cli(quiet: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write summary.json here.")
 @click.option("--register", "register_name", metavar="NAME", help="Register the logged model in MLflow's registry as NAME.")
 @click.option("--alias", default="champion", show_default=True, help="With --register: the alias set on the new version.")
-def train(config_path, overrides, mode, out_dir, register_name, alias) -> None:
+@click.option("--seeds", "seeds", metavar="S1,S2,...", help="Train on these split seeds at once (one MLflow run each; "
+              "on a GPU about the time of one seed).")
+def train(config_path, overrides, mode, out_dir, register_name, alias, seeds) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
-    from ssgan.run import run_training
+    from ssgan.run import run_training, run_training_seeds
     from ssgan.serving import check_alias
 
     check_alias(alias)
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
-    summary = run_training(cfg, out_dir, register=register_name, alias=alias)
     keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
-    click.echo(json.dumps({k: summary[k] for k in keys}))
+    if seeds is not None:
+        if register_name:
+            raise SSGANError("--register registers one model: train that seed alone (--set data.split_seed=S), not --seeds")
+        summaries = run_training_seeds(cfg, _seed_list(seeds), out_dir)
+        click.echo(json.dumps([{"split_seed": s["split_seed"], **{k: s[k] for k in keys}} for s in summaries]))
+        summary = summaries[0]
+    else:
+        summary = run_training(cfg, out_dir, register=register_name, alias=alias)
+        click.echo(json.dumps({k: summary[k] for k in keys}))
     if summary["stop_reason"] not in ("completed", "interrupted"):
         click.echo(f"stopped early ({summary['stop_reason']}): {summary['stop_message']}; "
                    f"the last good epoch's weights and all metrics are in run {summary['run_id']}", err=True)
         sys.exit(3)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SSGANError(f"--seeds {text!r} must be distinct non-negative integers separated by commas, e.g. 0,1,2")
+    return seeds
 
 
 @cli.command()

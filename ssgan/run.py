@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
-from ssgan.config import Config, to_dict
-from ssgan.data import load_split
+from ssgan.config import Config, replace, to_dict
+from ssgan.data import Split, load_split
 from ssgan.evaluate import evaluate
 from ssgan.errors import ConfigError
 from ssgan.tracking import RunLogger, log_evaluation, resolve_uri, use_store
@@ -37,59 +38,108 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
     experiment_id = use_store(cfg)
     log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
              cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
-    from ssgan.serving import log_pyfunc
-    from ssgan.serving import register as serving_register
-
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=cfg.tracking.run_name,
                           nested=nested) as run:
         tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
         if tags:
             mlflow.set_tags(tags)
         result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress)
-        ev = evaluate(result.classifier, split.x_test, split.y_test, split.class_names)
-        log_evaluation(ev, step=len(result.history))
-        model_uri = registered = None
-        if cfg.tracking.log_model:
-            state = {
-                "config": to_dict(cfg), "class_names": split.class_names, "input_shape": split.input_shape,
-                "classifier": result.classifier.state_dict(),
-                "generator": result.generator.state_dict() if result.generator is not None else None,
-                "preprocess": split.preprocess.to_dict(), "feature_names": split.feature_names,
-            }
-            tracker.log_checkpoint(state)
-            model_uri = log_pyfunc(state, split.x_test)
-            if register:
-                registered = serving_register(model_uri, register, alias)
-        summary = {
-            "run_id": run.info.run_id,
-            "experiment_id": experiment_id,
-            "tracking_uri": resolve_uri(cfg.tracking.uri),
-            "model_uri": model_uri,
-            "registered_model": registered,
-            "mode": cfg.mode,
-            "dataset": cfg.data.name,
-            "labels": len(split.labeled_idx),
-            "split_seed": cfg.data.split_seed,
-            "split_hash": split.split_hash,
-            "train_seed": cfg.train.seed,
-            "epochs": cfg.train.epochs,
-            "epochs_completed": len(result.history),
-            "stop_reason": result.stop_reason,
-            "stop_message": result.stop_message,
-            "watchdog_warnings": result.watchdog_warnings,
-            "wall_clock_seconds": round(result.seconds, 3),
-            "device": str(resolve_device(cfg.train.device)),
-            "hardware": _hardware(),
-            **ev.metrics(),
+        summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, result.classifier, result.generator,
+                          len(result.history), result.seconds, result.stop_reason, result.stop_message,
+                          result.watchdog_warnings, register, alias)
+    _write(summary, out_dir, "summary.json")
+    return summary
+
+
+def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Path] = None,
+                       progress: Optional[bool] = None) -> list[dict[str, Any]]:
+    """Train `cfg` on several split seeds at once (`ssgan.seeds.fit_seeds`: on a GPU about the time of one
+    seed) and record one MLflow run per seed, as `run_training` would (data.split_seed = train.seed = s).
+    The runs are written after training: per-epoch metrics with their epochs, samples of the final
+    generator. Returns the summaries (also written to OUT/summary-seed<s>.json)."""
+    import mlflow
+
+    from ssgan.seeds import fit_seeds
+
+    cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
+    splits = [load_split(c.data) for c in cfgs]
+    check_plan(cfg, splits[0])
+    experiment_id = use_store(cfg)
+    log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", cfg.mode, cfg.data.name,
+             ",".join(map(str, seeds)), len(splits[0].labeled_idx), len(splits[0].x_train))
+    result = fit_seeds(cfg, splits, seeds, progress=progress)
+    summaries = []
+    for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
+        with mlflow.start_run(experiment_id=experiment_id, run_name=c.tracking.run_name) as run:
+            tracker = RunLogger(c, split.split_hash, len(split.labeled_idx))
+            mlflow.set_tags({"trained_with_seeds": ",".join(map(str, seeds))})
+            history = result.histories[i]
+            for epoch, metrics in enumerate(history, 1):
+                tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
+            summary = _record(c, split, tracker, run.info.run_id, experiment_id, result.classifiers[i],
+                              result.generators[i], len(history), result.seconds, result.stop_reason,
+                              result.stop_message, [], None, "")
+            summary["trained_with_seeds"] = list(seeds)
+        _write(summary, out_dir, f"summary-seed{s}.json")
+        summaries.append(summary)
+    return summaries
+
+
+def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experiment_id: str, classifier: nn.Module,
+            generator: Optional[nn.Module], epochs_done: int, seconds: float, stop_reason: str, stop_message: str,
+            warnings: list[str], register: Optional[str], alias: str) -> dict[str, Any]:
+    """Evaluate a trained classifier and record it in the active run: metrics, confusion matrix, model,
+    summary. Returns the summary."""
+    from ssgan.serving import log_pyfunc
+    from ssgan.serving import register as serving_register
+
+    ev = evaluate(classifier, split.x_test, split.y_test, split.class_names)
+    log_evaluation(ev, step=epochs_done)
+    model_uri = registered = None
+    if cfg.tracking.log_model:
+        state = {
+            "config": to_dict(cfg), "class_names": split.class_names, "input_shape": split.input_shape,
+            "classifier": classifier.state_dict(),
+            "generator": generator.state_dict() if generator is not None else None,
+            "preprocess": split.preprocess.to_dict(), "feature_names": split.feature_names,
         }
-        tracker.finish(summary, result.stop_reason)
+        tracker.log_checkpoint(state)
+        model_uri = log_pyfunc(state, split.x_test)
+        if register:
+            registered = serving_register(model_uri, register, alias)
+    summary = {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "tracking_uri": resolve_uri(cfg.tracking.uri),
+        "model_uri": model_uri,
+        "registered_model": registered,
+        "mode": cfg.mode,
+        "dataset": cfg.data.name,
+        "labels": len(split.labeled_idx),
+        "split_seed": cfg.data.split_seed,
+        "split_hash": split.split_hash,
+        "train_seed": cfg.train.seed,
+        "epochs": cfg.train.epochs,
+        "epochs_completed": epochs_done,
+        "stop_reason": stop_reason,
+        "stop_message": stop_message,
+        "watchdog_warnings": warnings,
+        "wall_clock_seconds": round(seconds, 3),
+        "device": str(resolve_device(cfg.train.device)),
+        "hardware": _hardware(),
+        **ev.metrics(),
+    }
+    tracker.finish(summary, stop_reason)
     log.info("test accuracy %.4f  balanced %.4f  macro-F1 %.4f  (%s, %.1fs, run %s)",
-             ev.accuracy, ev.balanced_accuracy, ev.macro_f1, result.stop_reason, result.seconds, run.info.run_id)
+             ev.accuracy, ev.balanced_accuracy, ev.macro_f1, stop_reason, seconds, run_id)
+    return summary
+
+
+def _write(summary: dict[str, Any], out_dir: Optional[str | Path], name: str) -> None:
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        (out / name).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _hardware() -> str:

@@ -66,6 +66,34 @@ def test_supervised_mode_from_the_cli(tmp_path, npz_path, store_uri):
     assert summary["mode"] == "supervised" and summary["model_uri"] is None
 
 
+def test_several_seeds_at_once_give_one_run_per_seed(tmp_path, npz_path, store_uri):
+    out = tmp_path / "seeds"
+    result = run_cli(
+        "train", "-c", str(ROOT / "configs/smoke.yaml"), "--seeds", "0,1", "--out", str(out),
+        "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
+        "--set", f"tracking.uri={store_uri}",
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output.strip().splitlines()[-1])
+    assert [p["split_seed"] for p in printed] == [0, 1]
+    summaries = [json.loads((out / f"summary-seed{s}.json").read_text()) for s in (0, 1)]
+    assert [s["train_seed"] for s in summaries] == [0, 1] and summaries[0]["split_hash"] != summaries[1]["split_hash"]
+    mlflow.set_tracking_uri(store_uri)
+    client = mlflow.MlflowClient()
+    for summary in summaries:  # each seed's run looks like a run of `ssgan train` for that seed
+        assert summary["stop_reason"] == "completed" and summary["trained_with_seeds"] == [0, 1]
+        run = client.get_run(summary["run_id"])
+        assert run.data.tags["split_hash"] == summary["split_hash"] and run.data.tags["trained_with_seeds"] == "0,1"
+        assert run.data.params["data.split_seed"] == str(summary["split_seed"])
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [1, 2]
+        assert run.data.metrics["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+        assert {"checkpoint.pt", "confusion_matrix.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        model = mlflow.pyfunc.load_model(summary["model_uri"])  # the seed's own classifier
+        data = np.load(npz_path)
+        frame = model.predict(data["X_test"].astype(np.float32))
+        assert (frame["predicted"].astype(int) == data["y_test"]).mean() == pytest.approx(summary["test_accuracy"])
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -82,6 +110,9 @@ def test_supervised_mode_from_the_cli(tmp_path, npz_path, store_uri):
         (["--set", "tricks.d_norm=instance"], "tricks.d_norm=instance does not apply to model.arch=mlp"),
         (["--set", "tricks.flip_fraction=1.5"], "tricks.flip_fraction must be in [0, 1]"),
         (["--set", "tricks.smoothing_range=[0.3, 1.0]"], "tricks.smoothing_range must be [low, high]"),
+        (["--seeds", "0,x"], "--seeds '0,x' must be distinct non-negative integers"),
+        (["--seeds", "1,1"], "must be distinct"),
+        (["--seeds", "0,1", "--register", "m"], "--register registers one model"),
     ],
 )
 def test_bad_input_is_a_one_line_error(args, message):
