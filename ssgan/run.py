@@ -67,6 +67,9 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     experiment_id = use_store(cfg)
     log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", cfg.mode, cfg.data.name,
              ",".join(map(str, seeds)), len(splits[0].labeled_idx), len(splits[0].x_train))
+    if resolve_device(cfg.train.device).type == "cpu":
+        log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
+                 "--stacked); on a GPU they take about the time of one")
     result = fit_seeds(cfg, splits, seeds, progress=progress)
     summaries = []
     for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
