@@ -105,12 +105,15 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="compare", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the latest comparison with the same arguments: skip its finished runs.")
-def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume) -> None:
+@click.option("--seeds-at-once", is_flag=True, help="Train ssgan's (and supervised's) seeds of a budget together: "
+              "on a GPU about the time of one seed.")
+def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once) -> None:
     """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
     from ssgan.compare import Plan, run_comparison
 
     plan = Plan.parse(budgets, seeds, methods)
-    summary = run_comparison(load_config(config_path, overrides), plan, out_dir, resume=resume)
+    summary = run_comparison(load_config(config_path, overrides), plan, out_dir, resume=resume,
+                             seeds_at_once=seeds_at_once)
     click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
     if not summary["complete"]:  # exit status 3, as `train` after a watchdog stop

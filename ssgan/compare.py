@@ -24,7 +24,7 @@ from ssgan.baselines import BASELINES, run_baseline
 from ssgan.config import Config, replace, to_dict
 from ssgan.data import draw_labeled, load_split
 from ssgan.errors import ConfigError
-from ssgan.run import run_training
+from ssgan.run import run_training, run_training_seeds
 from ssgan.tracking import use_store
 from ssgan.train import check_plan
 
@@ -112,9 +112,10 @@ def fingerprint(cfg: Config, plan: Plan) -> str:
 
 
 def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", resume: bool = False,
-                   progress: Optional[bool] = None) -> dict[str, Any]:
+                   progress: Optional[bool] = None, seeds_at_once: bool = False) -> dict[str, Any]:
     """Train and evaluate every (method, budget, seed) of `plan`; write the report to `out_dir` and log it
-    to the parent run. Returns the report's summary.
+    to the parent run. Returns the report's summary. `seeds_at_once`: ssgan and supervised train all
+    seeds of a budget together (ssgan/seeds.py; on a GPU about the time of one seed).
 
     A run that fails (an exception, or the watchdog stops it) is recorded as failed with its reason and
     the comparison goes on. `resume=True` reopens the latest parent run with the same fingerprint and
@@ -136,10 +137,11 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
         bar = tqdm(total=len(plan.runs()), initial=len(plan.runs()) - len(todo), desc="runs", unit="run",
                    disable=None if progress is None else not progress)
         try:
-            for method, budget, seed in todo:
-                bar.set_postfix_str(f"{method}, {budget} labels, seed {seed}")
-                _run_one(cfg, method, budget, seed, experiment_id, parent.info.run_id, progress)
-                bar.update()
+            for method, budget, seeds in _batches(todo, seeds_at_once):
+                bar.set_postfix_str(f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} "
+                                    f"{','.join(map(str, seeds))}")
+                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress)
+                bar.update(len(seeds))
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: the report lists the runs still to do; rerun with --resume to finish")
@@ -172,39 +174,66 @@ def _parent_run(cfg: Config, plan: Plan, experiment_id: str, resume: bool):
     return run
 
 
-def _run_one(cfg: Config, method: str, budget: str, seed: int, experiment_id: str, parent_id: str,
+def _batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[tuple[str, str, list[int]]]:
+    """The runs to do as (method, budget, seeds): one seed each, or with `seeds_at_once` all seeds of a
+    (mode, budget) together (scikit-learn's methods always one at a time)."""
+    if not seeds_at_once:
+        return [(m, b, [s]) for m, b, s in todo]
+    batches: dict[tuple[str, str], list[int]] = {}
+    out: list[tuple[str, str, list[int]]] = []
+    for m, b, s in todo:
+        if m in MODES:
+            if (m, b) not in batches:
+                batches[(m, b)] = []
+                out.append((m, b, batches[(m, b)]))
+            batches[(m, b)].append(s)
+        else:
+            out.append((m, b, [s]))
+    return out
+
+
+def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_id: str, parent_id: str,
              progress: Optional[bool]) -> None:
-    """One child run. It is created here, before training, so that a failure has a run to be recorded in."""
+    """One child run per seed, trained together when there are several. The runs are created here, before
+    training, so that a failure has a run to be recorded in."""
     import mlflow
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     client = mlflow.MlflowClient()
-    run_cfg = run_config(cfg, method, budget, seed)
-    run_id = client.create_run(experiment_id, run_name=run_cfg.tracking.run_name, tags={
+    run_cfgs = [run_config(cfg, method, budget, seed) for seed in seeds]
+    run_ids = [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
         MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)}).info.run_id
+        for c, seed in zip(run_cfgs, seeds)]
+    what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
     try:
-        if method in MODES:
-            s = run_training(run_cfg, progress=progress, nested=True, run_id=run_id)
+        if len(seeds) > 1:
+            summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True)
+        elif method in MODES:
+            summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0])]
         else:
-            s = run_baseline(method, run_cfg, run_id=run_id)
+            summaries = [run_baseline(method, run_cfgs[0], run_id=run_ids[0])]
     except KeyboardInterrupt:
-        _fail(client, run_id, "KILLED", "interrupted by the user")
+        for run_id in run_ids:
+            _fail(client, run_id, "KILLED", "interrupted by the user")
         raise
     except Exception as e:  # one run's failure is recorded and the comparison goes on
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, reason, exc_info=log.isEnabledFor(logging.DEBUG))
-        _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
+        log.warning("%s failed: %s", what, reason, exc_info=log.isEnabledFor(logging.DEBUG))
+        for run_id in run_ids:
+            _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
         return
-    if s["stop_reason"] == "interrupted":  # fit() caught the Ctrl-C
-        _fail(client, run_id, "KILLED", "interrupted by the user")
-        raise KeyboardInterrupt
-    if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
-        _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
-        log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
-        return
-    client.set_tag(run_id, "outcome", "finished")
-    log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
-             s["test_accuracy"], s["test_macro_f1"])
+    for run_id, seed, s in zip(run_ids, seeds, summaries):
+        if s["stop_reason"] == "interrupted":  # fit() caught the Ctrl-C
+            for r in run_ids:
+                _fail(client, r, "KILLED", "interrupted by the user")
+            raise KeyboardInterrupt
+        if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
+            _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
+            log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
+            continue
+        client.set_tag(run_id, "outcome", "finished")
+        log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
+                 s["test_accuracy"], s["test_macro_f1"])
 
 
 def _fail(client, run_id: str, status: str, reason: str) -> None:

@@ -52,11 +52,13 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
 
 
 def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Path] = None,
-                       progress: Optional[bool] = None) -> list[dict[str, Any]]:
+                       progress: Optional[bool] = None, run_ids: Optional[list[str]] = None,
+                       nested: bool = False) -> list[dict[str, Any]]:
     """Train `cfg` on several split seeds at once (`ssgan.seeds.fit_seeds`: on a GPU about the time of one
     seed) and record one MLflow run per seed, as `run_training` would (data.split_seed = train.seed = s).
     The runs are written after training: per-epoch metrics with their epochs, samples of the final
-    generator. Returns the summaries (also written to OUT/summary-seed<s>.json)."""
+    generator. `run_ids`: record into these existing runs, one per seed (a comparison's child runs).
+    Returns the summaries (also written to OUT/summary-seed<s>.json)."""
     import mlflow
 
     from ssgan.seeds import fit_seeds
@@ -73,7 +75,8 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     result = fit_seeds(cfg, splits, seeds, progress=progress)
     summaries = []
     for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
-        with mlflow.start_run(experiment_id=experiment_id, run_name=c.tracking.run_name) as run:
+        with mlflow.start_run(run_id=run_ids[i] if run_ids else None, experiment_id=experiment_id,
+                              run_name=None if run_ids else c.tracking.run_name, nested=nested) as run:
             tracker = RunLogger(c, split.split_hash, len(split.labeled_idx))
             mlflow.set_tags({"trained_with_seeds": ",".join(map(str, seeds))})
             history = result.histories[i]

@@ -127,6 +127,30 @@ def test_resume_skips_finished_runs(tmp_path, npz_path, store_uri):
     assert json.loads((tmp_path / "out/summary.json").read_text())["parent_run_id"] != parent, without.output
 
 
+def test_seeds_at_once_give_the_same_runs_on_the_same_splits(tmp_path, npz_path, store_uri):
+    from ssgan.compare import _batches
+
+    plan = Plan.parse("6", 3, "ssgan,label_spreading")
+    assert _batches(plan.runs(), True) == [("ssgan", "6", [0, 1, 2]), ("label_spreading", "6", [0]),
+                                           ("label_spreading", "6", [1]), ("label_spreading", "6", [2])]
+    assert _batches(plan.runs(), False) == [(m, b, [s]) for m, b, s in plan.runs()]
+    args = ["compare", "-c", SMOKE, "--labels", "6", "--seeds", "3", "--methods", "ssgan,supervised,label_spreading",
+            "--seeds-at-once", "--out", str(tmp_path / "out"), *data_args(npz_path, "at-once", store_uri)]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert summary["complete"]
+    runs = children(store_uri, summary["parent_run_id"])
+    assert len(runs) == 9 and all(r.data.tags["outcome"] == "finished" for r in runs)
+    hashes = {}
+    for r in runs:
+        hashes.setdefault(r.data.tags["split_seed"], set()).add(r.data.tags["split_hash"])
+        if r.data.tags["method"] in ("ssgan", "supervised"):
+            assert r.data.tags["trained_with_seeds"] == "0,1,2"
+            assert r.data.params["data.split_seed"] == r.data.tags["split_seed"]
+    assert all(len(h) == 1 for h in hashes.values()) and len(hashes) == 3  # same labels per seed for every method
+
+
 def test_a_failed_run_is_recorded_and_the_comparison_goes_on(tmp_path, npz_path, store_uri, monkeypatch):
     """The watchdog stops every ssgan run here, and label spreading raises: both are listed, supervised is fine."""
     def broken(estimator, split):
