@@ -9,7 +9,7 @@ from ssgan.data import load_split
 from ssgan.errors import ConfigError
 from ssgan.seeds import SeedStack, fit_seeds, stack_nets
 from ssgan.seeds import train_step as seeds_train_step
-from ssgan.train import build_nets, predict_proba, train_step
+from ssgan.train import build_nets, fit, predict_proba, train_step
 from tests.test_train import tiny_cfg
 
 
@@ -49,6 +49,20 @@ def test_a_step_of_stacked_seeds_equals_a_step_of_each_seed_alone(npz_path, extr
             member = stack.member(i).state_dict()
             for name, p in net.state_dict().items():
                 assert torch.allclose(member[name].float(), p.float(), rtol=1e-4, atol=1e-6), f"seed {i}: {name}"
+
+
+def test_one_seed_at_once_trains_exactly_as_fit(npz_path):
+    # the same init, batches, noise draws (vmap draws one seed's as fit does), schedule, EMA and evaluation
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 2, "train.seed": 3, "data.split_seed": 3})
+    split = load_split(cfg.data)
+    alone = fit(cfg, split, progress=False)
+    stacked = fit_seeds(cfg, [split], [3], progress=False)
+    assert len(stacked.histories[0]) == len(alone.history) == 2
+    for a, b in zip(alone.history, stacked.histories[0]):
+        for k in ("loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "test_accuracy_raw", "lr"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+    for p, q in zip(alone.classifier.state_dict().values(), stacked.classifiers[0].state_dict().values()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
 
 
 def test_seed_stack_gives_each_member_back(npz_path):
