@@ -9,7 +9,7 @@ losses are summed over seeds, each parameter slice only receives its own seed's 
 the EMA act element by element. Each seed s has its own labeled split (data.split_seed = s), its own
 initialization (train.seed = s), its own batches and its own random draws.
 
-What differs from `fit`: no torch.compile, no per-epoch sample grids or collapse monitor; the watchdog
+What differs from `fit`: no torch.compile or bf16, no per-epoch sample grids or collapse monitor; the watchdog
 stops all seeds when any one collapses (the last good epoch is kept for all). Use it for benchmarks over
 seeds (bench/gpu_recipe.py --seeds 0,1,2); on a CPU it is no faster than one seed after another.
 """
@@ -254,6 +254,8 @@ def _check(cfg: Config, splits: list[Split], seeds: list[int]) -> None:
                           f"and {len(splits)} split(s)")
     if cfg.train.compile:
         raise ConfigError("train.compile does not apply to several seeds at once; set train.compile=false")
+    if cfg.train.precision == "bf16":  # vmap's batch norm rule rejects bf16 inputs with fp32 weights
+        raise ConfigError("train.precision=bf16 does not apply to several seeds at once; use fp32 or tf32")
     first = splits[0]
     for s, split in zip(seeds, splits):
         if (split.x_train.shape != first.x_train.shape or len(split.labeled_idx) != len(first.labeled_idx)

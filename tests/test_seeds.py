@@ -22,7 +22,7 @@ def _nets(cfg, split, seeds):
 
 
 @pytest.mark.parametrize("extra", [{}, {"train.gen_loss": "non_saturating"}, {"train.fused_g": True},
-                                   {"mode": "supervised"}])
+                                   {"mode": "supervised"}, {"tricks.conditional": True}])
 def test_a_step_of_stacked_seeds_equals_a_step_of_each_seed_alone(npz_path, extra):
     # Noise off and vmap's randomness "same": every seed draws the z a lone step draws after the same
     # manual_seed, so the stacked update must equal each seed's own update.
@@ -51,9 +51,11 @@ def test_a_step_of_stacked_seeds_equals_a_step_of_each_seed_alone(npz_path, extr
                 assert torch.allclose(member[name].float(), p.float(), rtol=1e-4, atol=1e-6), f"seed {i}: {name}"
 
 
-def test_one_seed_at_once_trains_exactly_as_fit(npz_path):
+@pytest.mark.parametrize("extra", [{}, {"model.arch": "conv", "model.conv_width": 4},
+                                   {"tricks.conditional": True, "tricks.label_smoothing": True, "tricks.label_flip": True}])
+def test_one_seed_at_once_trains_exactly_as_fit(npz_path, extra):
     # the same init, batches, noise draws (vmap draws one seed's as fit does), schedule, EMA and evaluation
-    cfg = tiny_cfg(npz_path, **{"train.epochs": 2, "train.seed": 3, "data.split_seed": 3})
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 2, "train.seed": 3, "data.split_seed": 3, **extra})
     split = load_split(cfg.data)
     alone = fit(cfg, split, progress=False)
     stacked = fit_seeds(cfg, [split], [3], progress=False)
@@ -61,8 +63,9 @@ def test_one_seed_at_once_trains_exactly_as_fit(npz_path):
     for a, b in zip(alone.history, stacked.histories[0]):
         for k in ("loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "test_accuracy_raw", "lr"):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
-    for p, q in zip(alone.classifier.state_dict().values(), stacked.classifiers[0].state_dict().values()):
-        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
+    if cfg.model.arch == "mlp":  # (a conv D's biases before batch norm get zero gradients: Adam moves them by noise)
+        for p, q in zip(alone.classifier.state_dict().values(), stacked.classifiers[0].state_dict().values()):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
 
 
 def test_seed_stack_gives_each_member_back(npz_path):
@@ -103,3 +106,5 @@ def test_fit_seeds_rejects_mismatched_inputs(npz_path):
         fit_seeds(cfg, [split, load_split(replace(cfg, **{"data.labels": 9}).data)], [0, 1])
     with pytest.raises(ConfigError, match="train.compile"):
         fit_seeds(replace(cfg, **{"train.compile": True}), [split, split], [0, 1])
+    with pytest.raises(ConfigError, match="train.precision=bf16"):
+        fit_seeds(replace(cfg, **{"train.precision": "bf16"}), [split, split], [0, 1])
