@@ -49,8 +49,9 @@ class SeedStack(nn.Module):
         params, buffers = stack_module_state(models)
         self.__dict__["base"] = copy.deepcopy(models[0])  # the architecture; not a submodule: its own weights unused
         self.names = {name.replace(".", "__"): name for name in (*params, *buffers)}
+        trained = {name: p.requires_grad for name, p in models[0].named_parameters()}  # e.g. fixed weight-norm scales
         for name, p in params.items():
-            self.register_parameter(name.replace(".", "__"), nn.Parameter(p))
+            self.register_parameter(name.replace(".", "__"), nn.Parameter(p, requires_grad=trained[name]))
         for name, b in buffers.items():
             self.register_buffer(name.replace(".", "__"), b)
 

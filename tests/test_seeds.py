@@ -22,7 +22,8 @@ def _nets(cfg, split, seeds):
 
 
 @pytest.mark.parametrize("extra", [{}, {"train.gen_loss": "non_saturating"}, {"train.fused_g": True},
-                                   {"mode": "supervised"}, {"tricks.conditional": True}])
+                                   {"mode": "supervised"}, {"tricks.conditional": True},
+                                   {"model.wn_scale": "fixed", "model.data_init": True}])
 def test_a_step_of_stacked_seeds_equals_a_step_of_each_seed_alone(npz_path, extra):
     # Noise off and vmap's randomness "same": every seed draws the z a lone step draws after the same
     # manual_seed, so the stacked update must equal each seed's own update.
@@ -76,6 +77,9 @@ def test_seed_stack_gives_each_member_back(npz_path):
     assert len(stack) == 2 and all(p.shape[0] == 2 for p in stack.parameters())
     for i, n in enumerate(nets):
         assert all(torch.equal(a, b) for a, b in zip(stack.member(i).state_dict().values(), n.D.state_dict().values()))
+    fixed = SeedStack([n.D for n in _nets(replace(cfg, **{"model.wn_scale": "fixed"}), split, [3, 4])])
+    assert [p.requires_grad for p in fixed.parameters()] == [p.requires_grad for p in fixed.base.parameters()]
+    assert not all(p.requires_grad for p in fixed.parameters())  # the hidden layers' scales stay fixed
 
 
 def test_fit_seeds_trains_each_seed_on_its_own_split(npz_path):
