@@ -61,11 +61,12 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     Returns the summaries (also written to OUT/summary-seed<s>.json)."""
     import mlflow
 
-    from ssgan.seeds import fit_seeds
+    from ssgan.seeds import check_seeds, fit_seeds
 
     cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
     splits = [load_split(c.data) for c in cfgs]
     check_plan(cfg, splits[0])
+    check_seeds(cfg, splits, seeds)
     experiment_id = use_store(cfg)
     log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", cfg.mode, cfg.data.name,
              ",".join(map(str, seeds)), len(splits[0].labeled_idx), len(splits[0].x_train))

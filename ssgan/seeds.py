@@ -147,7 +147,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     """Train `cfg` once per seed, all seeds at once; `splits[i]` is seed i's split (data.split_seed = seeds[i]).
     `on_epoch(epoch, metrics per seed)` is called after every epoch."""
     t, tricks = cfg.train, cfg.tricks
-    _check(cfg, splits, seeds)
+    check_seeds(cfg, splits, seeds)
     device = resolve_device(t.device)
     K = splits[0].num_classes
     data = BatchSource(splits[0].x_train, splits[0].y_train, device, t.data_on_device)  # the shared unlabeled pool
@@ -249,7 +249,8 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     return result
 
 
-def _check(cfg: Config, splits: list[Split], seeds: list[int]) -> None:
+def check_seeds(cfg: Config, splits: list[Split], seeds: list[int]) -> None:
+    """Seeds and splits that can be trained at once (called by fit_seeds; before any run is opened by the CLI)."""
     if not seeds or len(seeds) != len(splits) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"fit_seeds needs one split per seed and distinct seeds, got seeds {list(seeds)} "
                           f"and {len(splits)} split(s)")
