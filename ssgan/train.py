@@ -139,14 +139,15 @@ def _autocast(cfg: Config, device: torch.device):
 
 def train_step(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None, x_ulb2=None) -> dict[str, torch.Tensor]:
     """One update of D, then (ssgan mode) one update of G. Returns detached losses (no host sync)."""
-    # (1) Update D on its objective (see `d_objective`).
+    # (1) Update D: minimize -log p(y | x_lb, real) + unsup_weight * [-log D(x_ulb) - log(1 - D(G(z)))]
+    #     (+ the optional terms listed in `d_objective`).
     loss_d, out = d_objective(nets, cfg, x_lb, y_lb, x_ulb)
     nets.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     nets.opt_d.step()
 
-    # (2) Update G on its objective. D is a fixed function here (`frozen`): gradients flow through it
-    #     to G, none are computed for it.
+    # (2) Update G: minimize || E f(x_ulb2) - E f(G(z)) ||^2, feature matching (or -log D(G(z)); `g_objective`).
+    #     D is a fixed function here (`frozen`): gradients flow through it to G, none are computed for it.
     if nets.G is not None:
         with frozen(nets.D):
             loss_g, out_g = g_objective(nets, cfg, x_ulb2)
