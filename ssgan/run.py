@@ -85,7 +85,7 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
                 tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
             summary = _record(c, split, tracker, run.info.run_id, experiment_id, result.classifiers[i],
                               result.generators[i], len(history), result.seconds, result.stop_reason,
-                              result.stop_message, [], None, "")
+                              result.stop_message, result.watchdog_warnings, None, "")
             summary["trained_with_seeds"] = list(seeds)
         _write(summary, out_dir, f"summary-seed{s}.json")
         summaries.append(summary)

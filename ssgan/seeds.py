@@ -32,8 +32,8 @@ from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
-from ssgan.train import (EMA, Nets, Schedule, _fmt, _quiet, build_nets, check_plan, d_objective, g_objective,
-                         index_stream, resolve_device, set_matmul_precision)
+from ssgan.train import (EMA, Nets, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
+                         g_objective, index_stream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
 from ssgan.watchdog import Watchdog
 
@@ -135,6 +135,7 @@ class SeedsResult:
     histories: list[list[dict[str, float]]] = field(default_factory=list)  # per seed, per epoch
     stop_reason: str = "completed"
     stop_message: str = ""
+    watchdog_warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     cuda_graph: str = "off"
 
@@ -215,7 +216,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
                 schedule.step()
                 if ema:
                     ema.update(D)
-                if (i + 1) % check_every == 0 and _stop(watchdog, result):
+                if (i + 1) % check_every == 0 and _watch(watchdog, result, None):
                     break
             if result.stop_reason != "completed":
                 break
@@ -226,7 +227,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
             seconds = time.perf_counter() - epoch_start
             metrics = [{**dict(zip(keys, losses)), "test_accuracy": a, "test_accuracy_raw": r, "lr": lr,
                         "epoch_seconds": seconds} for losses, a, r in zip(per_seed_losses, acc, acc_raw)]
-            if _stop(watchdog, result):
+            if _watch(watchdog, result, None):
                 break
             good = _snapshot(D, G, ema)
             for h, m in zip(result.histories, metrics):
@@ -281,18 +282,6 @@ def _accuracy(model: SeedStack, x_test: torch.Tensor, y_test: torch.Tensor, num_
         correct += (predict(w, x_test[i : i + batch].to(device)) == y).sum(1)  # (S,)
     model.train(was_training)
     return (correct.double() / max(len(x_test), 1)).tolist()
-
-
-def _stop(watchdog: Watchdog, result: SeedsResult) -> bool:
-    reason = watchdog.verdict()
-    if reason is None:
-        return False
-    if watchdog.cfg.action == "warn":
-        log.warning("watchdog: %s (continuing: tricks.watchdog.action=warn)", watchdog.message(reason))
-        watchdog.reset()
-        return False
-    result.stop_reason, result.stop_message = reason, watchdog.message(reason)
-    return True
 
 
 def _snapshot(*models: Optional[nn.Module]) -> list[Optional[dict]]:

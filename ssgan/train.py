@@ -390,8 +390,8 @@ def _epoch_metrics(nets: Nets, evaluated: nn.Module, split: Split, x_test: torch
     return metrics
 
 
-def _watch(watchdog: Watchdog, result: TrainResult, diversity: Optional[float]) -> bool:
-    """Apply the watchdog's verdict; True when training must stop."""
+def _watch(watchdog: Watchdog, result, diversity: Optional[float]) -> bool:
+    """Apply the watchdog's verdict to a TrainResult or SeedsResult; True when training must stop."""
     reason = watchdog.verdict(diversity)
     if reason is None:
         return False
