@@ -52,6 +52,10 @@ class ModelConfig:
     data_init: bool = False  # data-dependent init of D's weight-normed layers (Salimans & Kingma 2016)
     wn_scale: Literal["trainable", "fixed"] = "trainable"  # mlp D: fixed = hidden weight-norm scales are not
     #                                                       trained (Salimans et al.'s MNIST code); the head's are
+    wn_init_std: float = 0.05  # mlp D: weight-normed directions v start as N(0, std^2) (Salimans et al.: 0.05 in
+    #                            their CIFAR code, 0.1 in their MNIST code). Adam moves v by about lr per
+    #                            element, so a larger start turns D's weight directions more slowly.
+    g_bn_scale: bool = True  # G's batch norm learns a scale; false = a shift only (Salimans et al.'s g=None)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.hidden_noise": (lambda v: v >= 0, ">= 0"),
     "model.hidden_noise_per_layer": (lambda v: all(x >= 0 for x in v), "a list of stds >= 0"),
     "model.leaky_slope": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.wn_init_std": (lambda v: v > 0, "> 0"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),
     "train.steps_per_epoch": (lambda v: v is None or v >= 1, ">= 1 or null"),

@@ -85,9 +85,9 @@ class WeightNormLinear(nn.Module):
     are set so that the layer's pre-activations have zero mean and unit variance on that batch.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float = 0.05):
         super().__init__()
-        self.v = nn.Parameter(torch.randn(out_features, in_features) * 0.05)
+        self.v = nn.Parameter(torch.randn(out_features, in_features) * init_std)
         self.g = nn.Parameter(torch.ones(out_features))
         self.b = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._init_pending = False
@@ -208,10 +208,10 @@ def _num_outputs(cfg: ModelConfig, num_classes: int) -> int:
     return num_classes + 1 if cfg.fake_logit == "explicit" else num_classes
 
 
-def _dense(n_in: int, n_out: int, norm: str) -> list[nn.Module]:
+def _dense(n_in: int, n_out: int, norm: str, wn_init_std: float = 0.05) -> list[nn.Module]:
     """A dense layer with the chosen normalization (tricks.d_norm / tricks.g_norm)."""
     if norm == "weight":
-        return [WeightNormLinear(n_in, n_out)]
+        return [WeightNormLinear(n_in, n_out, init_std=wn_init_std)]
     if norm == "spectral":
         return [nn.utils.parametrizations.spectral_norm(nn.Linear(n_in, n_out))]
     if norm == "batch":
@@ -257,10 +257,11 @@ class MLPDiscriminator(nn.Module):
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i > 0:
                 layers.append(GaussianNoise(stds[i - 1]))
-            layers += [*_dense(n_in, n_out, norm), _activation(cfg), *_dropout(tricks.dropout)]
+            layers += [*_dense(n_in, n_out, norm, cfg.wn_init_std), _activation(cfg), *_dropout(tricks.dropout)]
         self.body = nn.Sequential(*layers)
         head_norm = norm if norm in ("weight", "spectral") else "none"  # no batch/layer norm on the logits
-        self.head = nn.Sequential(GaussianNoise(stds[-1]), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm))
+        self.head = nn.Sequential(GaussianNoise(stds[-1]), *_dense(sizes[-1], _num_outputs(cfg, num_classes), head_norm,
+                                                                 cfg.wn_init_std))
         noise = [m for m in self.modules() if isinstance(m, GaussianNoise)]  # the input's, then each layer's
         self.noise_bank = NoiseBank(noise, list(sizes))
         if cfg.wn_scale == "fixed":  # the hidden layers' g stay at 1 or at their data-dependent init
@@ -383,7 +384,12 @@ def build_generator(cfg: ModelConfig, output_shape: tuple[int, ...], scale: str,
     out_act = nn.Tanh() if scale == "tanh" else nn.Sigmoid()
     condition = ClassCondition(tricks.condition if tricks.conditional else None, num_classes)
     cls = ConvGenerator if cfg.arch == "conv" else MLPGenerator
-    return cls(cfg, output_shape, out_act, tricks, condition)
+    G = cls(cfg, output_shape, out_act, tricks, condition)
+    if not cfg.g_bn_scale:  # batch norm as a shift only: the scales stay at 1
+        for m in G.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.requires_grad_(False)
+    return G
 
 
 def check_tricks_apply(cfg: ModelConfig, tricks: TricksConfig) -> None:
@@ -391,6 +397,12 @@ def check_tricks_apply(cfg: ModelConfig, tricks: TricksConfig) -> None:
     if cfg.hidden_noise_per_layer and (cfg.arch != "mlp" or len(cfg.hidden_noise_per_layer) != len(cfg.d_hidden)):
         raise ConfigError(f"model.hidden_noise_per_layer needs model.arch=mlp and one std per hidden layer "
                           f"({len(cfg.d_hidden)} for model.d_hidden), got {list(cfg.hidden_noise_per_layer)}")
+    if not cfg.g_bn_scale and tricks.g_norm not in ("recipe", "batch"):
+        raise ConfigError(f"model.g_bn_scale=false applies to G's batch norm, but tricks.g_norm={tricks.g_norm}; "
+                          "use tricks.g_norm=batch or leave model.g_bn_scale at true")
+    if cfg.arch == "conv" and cfg.wn_init_std != ModelConfig.wn_init_std:
+        raise ConfigError("model.wn_init_std applies to the mlp discriminator's weight-normed layers; "
+                          "remove it for model.arch=conv")
     if cfg.arch == "mlp":
         for key, value in (("tricks.d_norm", tricks.d_norm), ("tricks.g_norm", tricks.g_norm)):
             if value == "instance":

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssgan.config import ModelConfig
+from ssgan.config import ModelConfig, TricksConfig
 from ssgan.errors import ConfigError
 from ssgan.models import build_discriminator, build_generator, sample_noise
 
@@ -118,3 +118,26 @@ def test_weight_norm_layer_backward_is_the_gradient_of_its_formula():
     x = args[0].detach()
     expected = x @ (layer.g[:, None] * layer.v / layer.v.norm(dim=1, keepdim=True)).t() + layer.b
     assert torch.allclose(layer(x), expected)
+
+
+@pytest.mark.parametrize("std", [0.05, 0.1])
+def test_weight_norm_directions_start_at_the_configured_scale(std):
+    # Salimans et al.'s MNIST code starts v at N(0, 0.1^2), their CIFAR code at N(0, 0.05^2)
+    D = build_discriminator(ModelConfig(wn_init_std=std), (1, 28, 28), 10)
+    first, *_, head = [m for m in D.modules() if hasattr(m, "v")]
+    assert first.v.std().item() == pytest.approx(std, rel=0.01)  # 784k draws
+    assert head.v.std().item() == pytest.approx(std, rel=0.1)  # 2.5k draws
+    with pytest.raises(ConfigError, match="model.wn_init_std applies to the mlp"):
+        build_discriminator(ModelConfig(arch="conv", wn_init_std=std + 1), (1, 28, 28), 10)
+
+
+def test_generator_batch_norm_without_scale_trains_only_its_shift():
+    G = build_generator(ModelConfig(g_hidden=(32, 32), noise_dim=8, g_bn_scale=False), (20,), "sigmoid")
+    bns = [m for m in G.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) == 2 and all(not m.weight.requires_grad and m.bias.requires_grad for m in bns)
+    G(sample_noise(16, 8, "cpu")).pow(2).mean().backward()
+    assert all(m.weight.grad is None and m.bias.grad.abs().sum() > 0 for m in bns)
+    assert all(m.weight.requires_grad for m in build_generator(ModelConfig(g_hidden=(32,), noise_dim=8), (20,), "sigmoid").modules()
+               if isinstance(m, torch.nn.BatchNorm1d))  # the default learns both
+    with pytest.raises(ConfigError, match="model.g_bn_scale=false applies to G's batch norm"):
+        build_generator(ModelConfig(g_bn_scale=False), (20,), "sigmoid", TricksConfig(g_norm="none"))

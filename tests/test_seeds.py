@@ -23,7 +23,8 @@ def _nets(cfg, split, seeds):
 
 @pytest.mark.parametrize("extra", [{}, {"train.gen_loss": "non_saturating"}, {"train.fused_g": True},
                                    {"mode": "supervised"}, {"tricks.conditional": True},
-                                   {"model.wn_scale": "fixed", "model.data_init": True}])
+                                   {"model.wn_scale": "fixed", "model.data_init": True},
+                                   {"model.g_bn_scale": False, "model.wn_init_std": 0.1}])
 def test_a_step_of_stacked_seeds_equals_a_step_of_each_seed_alone(npz_path, extra):
     # Noise off and vmap's randomness "same": every seed draws the z a lone step draws after the same
     # manual_seed, so the stacked update must equal each seed's own update.
