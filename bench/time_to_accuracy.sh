@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5: MNIST with 100 labels in a CPU time budget. configs/mnist-100-fast.yaml (12 epochs of
+# Issue 5: MNIST with 100 labels in a CPU time budget. configs/mnist-100-fast.yaml (22 epochs of
 # batch 50) for split seeds 0 1 2, one after the other, tracked in bench/results/mlflow.db; each run's
 # summary.json (test accuracy, training seconds) lands in bench/results/time-to-accuracy/seedN/.
 # THREADS=2 uses both cores (default); THREADS=1 when another job shares the machine.
