@@ -31,7 +31,8 @@ def _run_steps(cfg, split, graphed: bool, steps: int = 8):
 
 
 @pytest.mark.parametrize("extra", [{}, {"tricks.label_smoothing": True, "tricks.label_flip": True},
-                                   {"tricks.conditional": True}, {"mode": "supervised"}])
+                                   {"tricks.conditional": True}, {"mode": "supervised"},
+                                   {"model.wn_scale": "fixed", "model.g_bn_scale": False}])  # untrained params
 def test_graph_replays_train_exactly_as_the_eager_step(npz_path, extra):
     cfg = tiny_cfg(npz_path, **{"data.labels": 10, **extra})  # Gaussian noise on: the graph's RNG is eager's
     split = load_split(cfg.data)
