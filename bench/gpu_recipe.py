@@ -70,6 +70,7 @@ def main() -> None:
                    "test_accuracy": ev.accuracy, "test_error_pct": round(100 * (1 - ev.accuracy), 3),
                    "test_accuracy_raw_last_epoch": history[-1].get("test_accuracy_raw") if history else None,
                    "confusion_matrix": ev.confusion.tolist(),  # rows = true class: which digits a plateau confuses
+                   "largest_confusions": [list(c) for c in ev.confused_pairs()],  # [true, predicted, count]
                    "config": to_dict(cfgs[seeds.index(seed)])}
         (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"{name}: {summary['epochs_done']} epochs in {summary['train_seconds']} s "

@@ -76,7 +76,7 @@ def run_baseline(method: str, cfg: Config, run_id: Optional[str] = None, nested:
         start = time.perf_counter()
         ev = fit_and_score(estimator, split)
         seconds = time.perf_counter() - start
-        log_evaluation(ev, step=0)
+        log_evaluation(ev, step=0, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale)
         mlflow.log_metric("n_iter", estimator.n_iter_)
         # why fitting stopped, as scikit-learn reports it (self-training) or as the iteration count implies
         stop = getattr(estimator, "termination_condition_", None) or (

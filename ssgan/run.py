@@ -101,7 +101,7 @@ def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experime
     from ssgan.serving import register as serving_register
 
     ev = evaluate(classifier, split.x_test, split.y_test, split.class_names)
-    log_evaluation(ev, step=epochs_done)
+    log_evaluation(ev, step=epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale)
     model_uri = registered = None
     if cfg.tracking.log_model:
         state = {

@@ -17,17 +17,22 @@ from ssgan.models import build_generator
 def sample_grid(generator: nn.Module, z: torch.Tensor, classes: Optional[torch.Tensor], scale: str,
                 nrow: int) -> Optional[np.ndarray]:
     """A (H, W, 3) uint8 grid of G(z[, classes]) in eval mode; None when the samples are not images."""
-    from torchvision.utils import make_grid
-
     device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
     x = generator(z.to(device), None if classes is None else classes.to(device)).float().cpu()
     generator.train(was_training)
+    return image_grid(x, scale, nrow)
+
+
+def image_grid(x: torch.Tensor, scale: str, nrow: int) -> Optional[np.ndarray]:
+    """A (H, W, 3) uint8 grid of images x (B, C, H, W) in the generator's range; None when x are not images."""
+    from torchvision.utils import make_grid
+
     if x.dim() != 4:  # (B, C, H, W) images only
         return None
     zoom = -(-32 // x.shape[-1])  # small images (digits are 8x8) are enlarged to >= 32 px, nearest
-    x = x.repeat_interleave(zoom, dim=-1).repeat_interleave(zoom, dim=-2)
+    x = x.float().cpu().repeat_interleave(zoom, dim=-1).repeat_interleave(zoom, dim=-2)
     lo = -1.0 if scale == "tanh" else 0.0
     grid = make_grid(x, nrow=nrow, normalize=True, value_range=(lo, 1.0), pad_value=1.0)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -111,18 +111,24 @@ def split_tags(cfg: Config, split_hash: str, num_labels: int) -> dict[str, str]:
             "split_hash": split_hash}
 
 
-def log_evaluation(ev, step: int) -> None:
+def log_evaluation(ev, step: int, x_test: Optional[torch.Tensor] = None, y_test: Optional[torch.Tensor] = None,
+                   scale: str = "tanh") -> None:
     """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow;
-    the confusion matrix (PNG and JSON) and the classification report. Inside an active run."""
+    the confusion matrix (PNG and JSON), the classification report and, for images given `x_test` and
+    `y_test`, the test images behind the largest confusions. Inside an active run."""
     import matplotlib.pyplot as plt
     import mlflow
 
-    from ssgan.evaluate import confusion_figure
+    from ssgan.evaluate import confused_examples_figure, confusion_figure
 
     mlflow.log_metrics(ev.metrics(), step=step)
     fig = confusion_figure(ev.confusion, ev.class_names, f"test accuracy {ev.accuracy:.4f}")
     mlflow.log_figure(fig, "confusion_matrix.png")
     plt.close(fig)
+    fig = confused_examples_figure(ev, x_test, y_test, scale) if x_test is not None else None
+    if fig is not None:
+        mlflow.log_figure(fig, "confused_examples.png")
+        plt.close(fig)
     mlflow.log_dict(ev.report, "classification_report.json")
     mlflow.log_text(ev.report_text, "classification_report.txt")
     mlflow.log_dict({"labels": list(ev.class_names), "matrix": ev.confusion.tolist()}, "confusion_matrix.json")

@@ -42,6 +42,7 @@ def test_smoke_run_end_to_end(tmp_path, npz_path, store_uri):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "classification_report.json", "config.yaml", "checkpoint.pt"} <= artifacts
+    assert ("confused_examples.png" in artifacts) == (summary["test_accuracy"] < 1.0)  # images of the errors
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert any("samples" in p and p.endswith(".png") for p in images)
 
