@@ -100,8 +100,8 @@ def confused_examples_figure(ev: Evaluation, x: torch.Tensor, y_true: torch.Tens
     for ax, (i, j, count) in zip(axes[:, 0], top):
         rows = np.flatnonzero((y_true == i) & (ev.predicted == j))[:per_pair]
         ax.imshow(image_grid(x[torch.as_tensor(rows)], scale, nrow=per_pair))
-        ax.set_title(f"true {ev.class_names[i]} -> predicted {ev.class_names[j]}: {count} test example{'s' * (count > 1)}",
-                     fontsize=9, loc="left")
+        examples = f"{count} test example{'s' * (count > 1)}"
+        ax.set_title(f"true {ev.class_names[i]} -> predicted {ev.class_names[j]}: {examples}", fontsize=9, loc="left")
         ax.axis("off")
     fig.tight_layout()
     return fig
