@@ -9,6 +9,8 @@
 #   bash bench/gpu.sh seeds 0,1,2   # configs/mnist-100.yaml, 300 epochs, those split seeds trained at once
 #                                   # (ssgan/seeds.py): each seed's test error (results in OUT/seeds/)
 #   bash bench/gpu.sh alone 0       # the same for one seed alone: the time that counts for "3 minutes"
+#   bash bench/gpu.sh seeds 0,1,2 --members 2   # 2 runs per split seed (training seeds S, S+1000), all at
+#                                   # once, and each seed's ensemble (OUT/seeds/*-ensemble.json)
 # Extra arguments after the seeds go to bench/gpu_recipe.py (e.g. --config configs/mnist-100-salimans.yaml).
 # BUDGET_S (default 540) bounds the call. The device tool returns at most 8 files: run it as
 #   D=$OUT; mkdir -p /tmp/res; OUT=/tmp/res bash bench/gpu.sh checks | tee $D/gpu.log; tar czf $D/results.tgz -C /tmp/res .

@@ -2,11 +2,19 @@
 
     python bench/gpu_recipe.py --seed 0 --root ../shared/datasets --out bench/results/gpu [--set KEY=VALUE]
     python bench/gpu_recipe.py --seeds 0,1,2 ...     # the seeds trained at once (ssgan/seeds.py)
+    python bench/gpu_recipe.py --seeds 0,1,2 --members 3 ...   # 3 runs per split seed, and their ensemble
+    python bench/gpu_recipe.py --seed 1 --inits 100,200 ...    # or the members' training seeds given
 
 The same `fit` as `ssgan train` (or `fit_seeds` for --seeds), without MLflow (the lent GPU machines have
 no MLflow): every epoch's metrics go to OUT/mnist-100-seedN.jsonl as they come, the run's summary (test
 accuracy and error of the EMA weights after the last epoch: no model selection on the test set; wall
-time; steps/s) to OUT/mnist-100-seedN.json. `bench/import_runs.py` logs both into an MLflow store afterwards.
+time; steps/s) to OUT/mnist-100-seedN.json, the EMA classifier's test-set class probabilities to
+OUT/mnist-100-seedN-probs.npy. `bench/import_runs.py` logs the runs into an MLflow store afterwards.
+
+With --members K each split seed S is trained K times, all at once, with training seeds (init, batch order,
+noise draws) S, S + 1000, ..., S + 1000 (K - 1): the first member is the plain run. --inits names the
+training seeds instead. Each member is OUT/mnist-100-seedS-initI.*; OUT/mnist-100-seedS-ensemble.json
+scores the members' averaged class probabilities (`bench/ensemble.py`: the same for any -probs.npy files).
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,25 +35,43 @@ from ssgan.config import load_config, to_dict  # noqa: E402
 from ssgan.data import load_split  # noqa: E402
 from ssgan.evaluate import evaluate  # noqa: E402
 from ssgan.seeds import fit_seeds  # noqa: E402
-from ssgan.train import check_plan, fit  # noqa: E402
+from ssgan.train import check_plan, fit, predict_proba  # noqa: E402
+
+from ensemble import ensemble_report  # noqa: E402  (bench/ensemble.py)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0, help="split seed = training seed")
+    ap.add_argument("--members", type=int, default=0, help="runs per split seed, training seeds S + 1000 m")
+    ap.add_argument("--inits", default="", help="comma-separated training seeds per split seed (default: the split seed)")
     ap.add_argument("--seeds", default="", help="comma-separated seeds, trained at once (overrides --seed)")
     ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/raw")
     ap.add_argument("--config", default=str(ROOT / "configs/mnist-100.yaml"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="bench/results/gpu")
     args = ap.parse_args()
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
-    cfgs = [load_config(args.config, [f"data.root={args.root}", f"data.split_seed={s}", f"train.seed={s}",
-                                      *args.overrides]) for s in seeds]
+    split_seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    inits = [int(x) for x in args.inits.split(",")] if args.inits else []
+    if args.members and inits:
+        sys.exit("error: give --members or --inits, not both")
+    if args.members:
+        runs = [(s, s + 1000 * m) for s in split_seeds for m in range(args.members)]
+    else:
+        runs = [(s, i) for s in split_seeds for i in inits] if inits else [(s, s) for s in split_seeds]
+    by_init = bool(inits) or args.members > 1  # run names carry the training seed
+    ensembles = len(runs) > len(split_seeds)  # several runs per split seed: score their ensemble
+    seeds = [i for _, i in runs]  # training seeds, one per run
+    if len(set(seeds)) != len(seeds):
+        sys.exit(f"error: training seeds {seeds} repeat; give --inits distinct seeds per run")
+    cfgs = [load_config(args.config, [f"data.root={args.root}", f"data.split_seed={s}", f"train.seed={i}",
+                                      *args.overrides]) for s, i in runs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [f"{Path(args.config).stem}-seed{s}" for s in seeds]
-    splits = [load_split(c.data) for c in cfgs]
+    stem = Path(args.config).stem
+    names = [f"{stem}-seed{s}-init{i}" if by_init else f"{stem}-seed{s}" for s, i in runs]
+    loaded = {s: load_split(c.data) for (s, _), c in zip(runs, cfgs)}
+    splits = [loaded[s] for s, _ in runs]
     steps, _ = check_plan(cfgs[0], splits[0])
     logs = [(out / f"{name}.jsonl").open("w") for name in names]
     start = time.perf_counter()
@@ -61,9 +88,12 @@ def main() -> None:
         many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False)
         classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine() + " CPU"
-    for seed, name, split, clf, history in zip(seeds, names, splits, classifiers, histories):
+    probs = {}
+    for (split_seed, seed), cfg, name, split, clf, history in zip(runs, cfgs, names, splits, classifiers, histories):
+        probs[name] = predict_proba(clf, split.x_test, split.num_classes).numpy()
+        np.save(out / f"{name}-probs.npy", probs[name])
         ev = evaluate(clf, split.x_test, split.y_test, split.class_names)
-        summary = {"seed": seed, "trained_with": seeds, "device": device, "torch": torch.__version__,
+        summary = {"seed": split_seed, "train_seed": seed, "trained_with": seeds, "device": device, "torch": torch.__version__,
                    "overrides": args.overrides, "epochs_done": len(history), "stop_reason": stop, "cuda_graph": graph,
                    "train_seconds": round(seconds, 1), "steps": steps * len(history),
                    "steps_per_s": round(steps * len(history) / seconds, 1),
@@ -71,11 +101,18 @@ def main() -> None:
                    "test_accuracy_raw_last_epoch": history[-1].get("test_accuracy_raw") if history else None,
                    "confusion_matrix": ev.confusion.tolist(),  # rows = true class: which digits a plateau confuses
                    "largest_confusions": [list(c) for c in ev.confused_pairs()],  # [true, predicted, count]
-                   "config": to_dict(cfgs[seeds.index(seed)])}
+                   "config": to_dict(cfg)}
         (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"{name}: {summary['epochs_done']} epochs in {summary['train_seconds']} s "
               f"({summary['steps_per_s']} steps/s, {len(seeds)} seed(s) at once, cuda_graph {graph}); "
               f"test error {summary['test_error_pct']} % (EMA weights)", flush=True)
+    if ensembles:
+        for s in split_seeds:
+            members = [n for (r, _), n in zip(runs, names) if r == s]
+            report = ensemble_report([probs[n] for n in members], members, loaded[s].y_test.numpy())
+            (out / f"{stem}-seed{s}-ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(f"{stem}-seed{s}: ensemble of {len(members)} test error {report['ensemble_error_pct']} % "
+                  f"(members {report['member_error_pct']})", flush=True)
 
 
 if __name__ == "__main__":

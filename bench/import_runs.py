@@ -6,6 +6,8 @@ at step = epoch, the summary's numbers as final metrics, and tags saying where a
         --tracking-uri sqlite:///bench/results/mlflow.db
 
 A file without its summary .json (a run stopped by a deadline) is logged too, tagged `finished=false`.
+Each -ensemble.json (several runs of one split seed, their class probabilities averaged) becomes a run with
+the ensemble's and the members' test errors.
 Importing the same folder twice logs the runs twice (each import is a new set of runs).
 """
 from __future__ import annotations
@@ -50,6 +52,16 @@ def main() -> None:
             if final:
                 mlflow.log_metrics(final, step=len(epochs))
         print(f"{log.name}: {len(epochs)} epochs{'' if summary else ' (no summary: unfinished)'}")
+    for path in sorted(args.folder.glob("*-ensemble.json")):
+        report = json.loads(path.read_text())
+        with mlflow.start_run(run_name=path.stem):
+            mlflow.set_tags({"source_file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                             "imported": "true", "members": ", ".join(report["members"])})
+            mlflow.log_metrics({"ensemble_error_pct": report["ensemble_error_pct"],
+                                "mean_member_error_pct": report["mean_member_error_pct"],
+                                "members_agree_fraction": report["members_agree_fraction"],
+                                **{f"member{i}_error_pct": e for i, e in enumerate(report["member_error_pct"])}})
+        print(f"{path.name}: ensemble of {len(report['members'])}, test error {report['ensemble_error_pct']} %")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -1,0 +1,72 @@
+"""Score an ensemble: several runs' test-set class probabilities averaged, against each run alone.
+
+    python bench/ensemble.py OUT/mnist-100-seed1-init100-probs.npy OUT/mnist-100-seed1-init200-probs.npy ...
+        [--root ../shared/datasets] [--out OUT/ensemble.json]
+
+Each file is an (N, K) array of one run's class probabilities on the dataset's fixed test set, as
+`bench/gpu_recipe.py` writes them (the EMA classifier after the last epoch). All runs must be of the same
+split seed: the members differ only in their training seed (init, batch order, noise). The ensemble
+predicts the class of the members' mean probability. No member is picked by its test score.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ssgan.evaluate import score  # noqa: E402
+
+
+def ensemble_report(member_probs: list[np.ndarray], names: list[str], y_test: np.ndarray) -> dict:
+    """Test error (%) of each member and of the members' mean class probability, and the largest
+    confusions (true class, predicted class, count) of each."""
+    if not member_probs or any(p.shape != member_probs[0].shape for p in member_probs):
+        raise ValueError("the members' probabilities must all have one shape (N, K)")
+    if len(y_test) != len(member_probs[0]):
+        raise ValueError(f"{len(member_probs[0])} rows of probabilities for {len(y_test)} test labels")
+
+    def error(p: np.ndarray) -> float:
+        return round(100.0 * float(np.mean(p.argmax(1) != y_test)), 3)
+
+    def confusions(p: np.ndarray) -> list[list[int]]:
+        return [list(c) for c in score(y_test, p.argmax(1), tuple(map(str, range(p.shape[1])))).confused_pairs(3)]
+
+    members = [error(p) for p in member_probs]
+    mean = np.mean(member_probs, axis=0)
+    votes = np.stack([p.argmax(1) for p in member_probs])  # (M, N)
+    agree = float(np.mean((votes == votes[0]).all(axis=0)))
+    return {"members": names, "member_error_pct": members, "mean_member_error_pct": round(float(np.mean(members)), 3),
+            "ensemble_error_pct": error(mean), "members_agree_fraction": round(agree, 4),
+            "member_largest_confusions": [confusions(p) for p in member_probs],
+            "ensemble_largest_confusions": confusions(mean)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("probs", nargs="+", help="-probs.npy files of one split seed's runs")
+    ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/raw")
+    ap.add_argument("--out", default="", help="write the report as JSON here too")
+    args = ap.parse_args()
+    from ssgan.config import load_config
+    from ssgan.data import load_split
+
+    missing = [p for p in args.probs if not Path(p).is_file()]
+    if missing:
+        sys.exit(f"error: no such file: {missing[0]}; give -probs.npy files written by bench/gpu_recipe.py")
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs/mnist-100.yaml"), [f"data.root={args.root}"])
+    y_test = load_split(cfg.data).y_test.numpy()  # the fixed test set: the same for every split seed
+    try:
+        report = ensemble_report([np.load(p) for p in args.probs], [Path(p).name for p in args.probs], y_test)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
