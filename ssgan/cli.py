@@ -101,17 +101,19 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
 @click.option("--labels", "budgets", required=True, help="Comma-separated label budgets; 'all' = every training label, e.g. 20,50,100,all.")
 @click.option("--seeds", type=int, default=5, show_default=True, help="Split seeds 0..N-1 per budget.")
 @click.option("--methods", default="ssgan,supervised,label_spreading,self_training", show_default=True,
-              help="Comma-separated methods.")
+              help="Comma-separated methods; ssgan_ensemble adds --members ssgan runs per split, averaged.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="compare", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the latest comparison with the same arguments: skip its finished runs.")
 @click.option("--seeds-at-once", is_flag=True, help="Train ssgan's (and supervised's) seeds of a budget together: "
               "on a GPU about the time of one seed.")
-def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once) -> None:
+@click.option("--members", type=int, default=3, show_default=True,
+              help="ssgan_ensemble: ssgan runs per split (training seeds S, S+1000, ...), probabilities averaged.")
+def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once, members) -> None:
     """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
     from ssgan.compare import Plan, run_comparison
 
-    plan = Plan.parse(budgets, seeds, methods)
+    plan = Plan.parse(budgets, seeds, methods, members)
     summary = run_comparison(load_config(config_path, overrides), plan, out_dir, resume=resume,
                              seeds_at_once=seeds_at_once)
     click.echo((Path(out_dir) / "report.md").read_text(), nl=False)

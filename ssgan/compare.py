@@ -2,8 +2,9 @@
 
 For each (label budget, split seed) every method sees the same labeled examples (`data.labels`,
 `data.split_seed`; equal `split_hash` tags prove it) and the same test set. `ssgan` and `supervised` are
-the toolkit's two modes of the same network (`train.seed` = the split seed); `label_spreading` and
-`self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
+the toolkit's two modes of the same network (`train.seed` = the split seed); `ssgan_ensemble` is
+`--members` ssgan runs per split, their class probabilities averaged (ssgan/ensemble.py); `label_spreading`
+and `self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
 the MLflow store holds, so `ssgan report` rebuilds it exactly.
 
 Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from ssgan.baselines import BASELINES, run_baseline
 from ssgan.config import Config, replace, to_dict
 from ssgan.data import draw_labeled, load_split
+from ssgan.ensemble import run_ensemble
 from ssgan.errors import ConfigError
 from ssgan.run import run_training, run_training_seeds
 from ssgan.tracking import use_store
@@ -31,7 +33,9 @@ from ssgan.train import check_plan
 log = logging.getLogger("ssgan")
 
 MODES = ("ssgan", "supervised")  # the toolkit's networks; the rest are scikit-learn's
-METHODS = (*MODES, *BASELINES)
+ENSEMBLE = "ssgan_ensemble"  # `Plan.members` ssgan runs per split, averaged
+METHODS = (*MODES, ENSEMBLE, *BASELINES)
+DEFAULT_METHODS = (*MODES, *BASELINES)  # `ssgan compare` without --methods (an ensemble costs --members runs)
 ALL = "all"  # the budget that uses every training label: the fully supervised ceiling
 
 
@@ -42,10 +46,11 @@ class Plan:
     budgets: tuple[str, ...]  # "20", "50", ..., "all"
     seeds: int
     methods: tuple[str, ...]
+    members: int = 3  # runs per split of the ssgan_ensemble method
 
     @classmethod
-    def parse(cls, budgets: str, seeds: int, methods: str) -> Plan:
-        """From the command line's `--labels 20,50,all --seeds 5 --methods ssgan,supervised`."""
+    def parse(cls, budgets: str, seeds: int, methods: str, members: int = 3) -> Plan:
+        """From the command line's `--labels 20,50,all --seeds 5 --methods ssgan,supervised [--members 3]`."""
         names = [m.strip() for m in methods.split(",") if m.strip()]
         if not names:
             raise ConfigError(f"--methods is empty; choose from {', '.join(METHODS)}")
@@ -54,6 +59,8 @@ class Plan:
                 raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        if members < 2:
+            raise ConfigError(f"--members must be >= 2 (runs averaged per split by {ENSEMBLE}), got {members}")
         parsed: list[str] = []
         for item in (b.strip() for b in budgets.split(",") if b.strip()):
             if item.lower() != ALL and not item.lstrip("-").isdigit():
@@ -64,23 +71,24 @@ class Plan:
             parsed.append(budget)
         if not parsed:
             raise ConfigError(f"--labels is empty; give label budgets such as 20,50,{ALL}")
-        return cls(tuple(parsed), seeds, tuple(dict.fromkeys(names)))
+        return cls(tuple(parsed), seeds, tuple(dict.fromkeys(names)), members)
 
     def runs(self) -> list[tuple[str, str, int]]:
         """(method, budget, seed) in training order: all methods of one split together."""
         return [(m, b, s) for b in self.budgets for s in range(self.seeds) for m in self.methods]
 
     def tags(self) -> dict[str, str]:
-        return {"budgets": ",".join(self.budgets), "seeds": str(self.seeds), "methods": ",".join(self.methods)}
+        extra = {"members": str(self.members)} if ENSEMBLE in self.methods else {}
+        return {"budgets": ",".join(self.budgets), "seeds": str(self.seeds), "methods": ",".join(self.methods), **extra}
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> Plan:
-        return cls.parse(tags["budgets"], int(tags["seeds"]), tags["methods"])
+        return cls.parse(tags["budgets"], int(tags["seeds"]), tags["methods"], int(tags.get("members", 3)))
 
 
 def run_config(cfg: Config, method: str, budget: str, seed: int) -> Config:
     """The config of one run of the grid. Child runs do not log the model (train the winner with `ssgan train`)."""
-    return replace(cfg, **{"mode": method if method in MODES else cfg.mode,
+    return replace(cfg, **{"mode": method if method in MODES else ("ssgan" if method == ENSEMBLE else cfg.mode),
                            "data.labels": None if budget == ALL else int(budget),
                            "data.split_seed": seed, "train.seed": seed, "tracking.log_model": False,
                            "tracking.run_name": f"{method} {budget} labels seed {seed}"})
@@ -100,8 +108,8 @@ def check_budgets(cfg: Config, plan: Plan) -> None:
             raise ConfigError(f"--labels {n} is fewer than one label per class ({num_classes} classes)")
         for seed in range(plan.seeds):
             draw_labeled(split.y_train.numpy(), n, seed, num_classes)  # a class with too few labeled examples
-    for method in set(plan.methods) & set(MODES):
-        check_plan(replace(cfg, mode=method), split)
+    for method in set(plan.methods) & {*MODES, ENSEMBLE}:
+        check_plan(replace(cfg, mode="ssgan" if method == ENSEMBLE else method), split)
 
 
 def fingerprint(cfg: Config, plan: Plan) -> str:
@@ -140,7 +148,7 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
             for method, budget, seeds in _batches(todo, seeds_at_once):
                 bar.set_postfix_str(f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} "
                                     f"{','.join(map(str, seeds))}")
-                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress)
+                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress, plan.members)
                 bar.update(len(seeds))
         except KeyboardInterrupt:
             interrupted = True
@@ -176,7 +184,7 @@ def _parent_run(cfg: Config, plan: Plan, experiment_id: str, resume: bool):
 
 def _batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[tuple[str, str, list[int]]]:
     """The runs to do as (method, budget, seeds): one seed each, or with `seeds_at_once` all seeds of a
-    (mode, budget) together (scikit-learn's methods always one at a time)."""
+    (mode, budget) together (scikit-learn's methods and ensembles, which stack their members, one at a time)."""
     if not seeds_at_once:
         return [(m, b, [s]) for m, b, s in todo]
     batches: dict[tuple[str, str], list[int]] = {}
@@ -193,7 +201,7 @@ def _batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[tupl
 
 
 def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_id: str, parent_id: str,
-             progress: Optional[bool]) -> None:
+             progress: Optional[bool], members: int = 3) -> None:
     """One child run per seed, trained together when there are several. The runs are created here, before
     training, so that a failure has a run to be recorded in."""
     import mlflow
@@ -210,6 +218,8 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
             summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True)
         elif method in MODES:
             summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0])]
+        elif method == ENSEMBLE:
+            summaries = [run_ensemble(run_cfgs[0], members, run_id=run_ids[0], progress=progress)]
         else:
             summaries = [run_baseline(method, run_cfgs[0], run_id=run_ids[0])]
     except KeyboardInterrupt:

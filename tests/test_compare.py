@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import write_tiny_npz
 
 from ssgan.cli import cli
-from ssgan.compare import METHODS, Plan, run_comparison
+from ssgan.compare import DEFAULT_METHODS, Plan, run_comparison
 from ssgan.config import load_config
 from ssgan.report import collect_rows, gain_sentence, summarize
 
@@ -55,9 +55,9 @@ def comparison(tmp_path_factory, store_uri):
 
 def test_every_method_sees_the_same_labeled_examples(comparison, store_uri):
     runs = children(store_uri, comparison["summary"]["parent_run_id"])
-    assert len(runs) == 2 * 2 * len(METHODS)
+    assert len(runs) == 2 * 2 * len(DEFAULT_METHODS)
     tags = [r.data.tags for r in runs]
-    assert {t["method"] for t in tags} == set(METHODS)
+    assert {t["method"] for t in tags} == set(DEFAULT_METHODS)
     hashes = {}
     for t in tags:
         hashes.setdefault((t["budget"], t["split_seed"]), set()).add(t["split_hash"])
@@ -75,7 +75,7 @@ def test_compare_writes_the_report_and_logs_it_to_the_parent(comparison, store_u
     assert [b["budget"] for b in summary["by_budget"]] == ["6", "all"]
     assert [b["labels"] for b in summary["by_budget"]] == [6, KNOWN_LABELS]
     for b in summary["by_budget"]:
-        assert [m["method"] for m in b["methods"]] == list(METHODS) and all(m["n"] == 2 for m in b["methods"])
+        assert [m["method"] for m in b["methods"]] == list(DEFAULT_METHODS) and all(m["n"] == 2 for m in b["methods"])
         acc = {(r["method"], r["split_seed"]): r["test_accuracy"] for r in summary["runs"] if r["budget"] == b["budget"]}
         assert b["gain"]["diffs"] == [acc["ssgan", s] - acc["supervised", s] for s in (0, 1)]
         assert b["methods"][0]["accuracy_mean"] == pytest.approx((acc["ssgan", 0] + acc["ssgan", 1]) / 2)
@@ -215,7 +215,10 @@ def test_one_pair_has_no_interval_and_says_so():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--methods", "ssgan,magic"], "unknown method 'magic'; choose from ssgan, supervised, label_spreading, self_training"),
+        (["--methods", "ssgan,magic"], "unknown method 'magic'; choose from ssgan, supervised, ssgan_ensemble, label_spreading, "
+                                        "self_training"),
+        (["--methods", "ssgan_ensemble", "--members", "1"], "--members must be >= 2 (runs averaged per split by "
+                                                            "ssgan_ensemble), got 1"),
         (["--labels", "5000"], "--labels 5000 is more than the 1347 labeled training examples of digits"),
         (["--labels", "20,5"], "--labels 5 is fewer than one label per class (10 classes)"),
         (["--labels", "20,many"], "--labels: 'many' is neither a number of labels nor 'all'"),

@@ -1,9 +1,17 @@
-"""bench/ensemble.py: several runs of one split, their class probabilities averaged."""
+"""Ensembles: several ssgan runs of one split that differ only in their training seed, their class
+probabilities averaged (ssgan/ensemble.py, `ssgan compare --methods ssgan_ensemble`, bench/ensemble.py)."""
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from ssgan.cli import cli
+from ssgan.ensemble import evaluate_ensemble, member_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ensemble import ensemble_report  # noqa: E402
@@ -43,3 +51,64 @@ def test_members_of_different_shapes_are_refused():
         ensemble_report([probs([[1, 0, 0]] * 4), probs([[1, 0]] * 4)], ["a", "b"], Y)
     with pytest.raises(ValueError, match="4 test labels"):
         ensemble_report([probs([[1, 0, 0]] * 3)], ["a"], Y)
+
+
+class FixedProbs(nn.Module):
+    """A classifier whose logits are given: (logits, features) as the discriminator returns them."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.logits = nn.Parameter(torch.log(torch.tensor(probs)), requires_grad=False)
+
+    def forward(self, x):
+        rows = x.flatten(1)[:, 0].long()  # x holds row indices
+        return self.logits[rows], self.logits[rows]
+
+
+def test_the_toolkit_ensemble_scores_the_mean_probability_and_each_member():
+    a = [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.5, 0.4], [0.05, 0.05, 0.9]]
+    b = [[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9], [0.1, 0.1, 0.8]]
+    x = torch.arange(4, dtype=torch.float32).unsqueeze(1)
+    ev, members = evaluate_ensemble([FixedProbs(a), FixedProbs(b)], x, torch.tensor(Y), ("a", "b", "c"))
+    assert [m.accuracy for m in members] == [0.75, 0.75]
+    assert ev.accuracy == 1.0
+    assert ev.predicted.tolist() == [0, 1, 2, 2]
+
+
+def test_member_zero_is_the_plain_run_and_members_differ_by_a_stride():
+    assert member_seeds(3, 3) == [3, 1003, 2003]
+    assert member_seeds(0, 1) == [0]
+
+
+def test_compare_trains_an_ensemble_per_split_next_to_the_plain_run(tmp_path, npz_path, store_uri):
+    """`--methods ssgan,ssgan_ensemble --members 2`: the ensemble's child run is on the same split, its member
+    0 is the plain ssgan run (same accuracy), and its own accuracy is that of the members' mean."""
+    out = tmp_path / "out"
+    args = ["-q", "compare", "-c", str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"), "--labels", "6",
+            "--seeds", "1", "--methods", "ssgan,ssgan_ensemble", "--members", "2", "--out", str(out)]
+    for o in ("data.name=npz", f"data.path={npz_path}", "tracking.experiment=ensemble", "tracking.sample_every=0",
+              f"tracking.uri={store_uri}"):
+        args += ["--set", o]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(store_uri)
+    runs = {r.data.tags["method"]: r for r in mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{_parent(out)}'")}
+    plain, ens = runs["ssgan"], runs["ssgan_ensemble"]
+    assert ens.data.tags["split_hash"] == plain.data.tags["split_hash"]
+    assert ens.data.tags["members"] == "2" and ens.data.tags["member_train_seeds"] == "0,1000"
+    assert ens.data.tags["outcome"] == "finished" and ens.info.status == "FINISHED"
+    m = ens.data.metrics
+    assert m["member0_test_accuracy"] == pytest.approx(plain.data.metrics["test_accuracy"])
+    assert m["mean_member_test_accuracy"] == pytest.approx((m["member0_test_accuracy"] + m["member1_test_accuracy"]) / 2)
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and "test_macro_f1" in m
+    artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(ens.info.run_id)}
+    assert "confusion_matrix.png" in artifacts  # (confused_examples.png is for images; these rows are a table)
+    assert "ssgan_ensemble" in (out / "report.md").read_text()
+
+
+def _parent(out: Path) -> str:
+    import json
+
+    return json.loads((out / "summary.json").read_text())["parent_run_id"]
