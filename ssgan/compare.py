@@ -59,7 +59,7 @@ class Plan:
                 raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        if members < 2:
+        if ENSEMBLE in names and members < 2:
             raise ConfigError(f"--members must be >= 2 (runs averaged per split by {ENSEMBLE}), got {members}")
         parsed: list[str] = []
         for item in (b.strip() for b in budgets.split(",") if b.strip()):
