@@ -44,7 +44,9 @@ def cli(quiet: bool) -> None:
 @click.option("--alias", default="champion", show_default=True, help="With --register: the alias set on the new version.")
 @click.option("--seeds", "seeds", metavar="S1,S2,...", help="Train on these split seeds at once (one MLflow run each; "
               "on a GPU about the time of one seed).")
-def train(config_path, overrides, mode, out_dir, register_name, alias, seeds) -> None:
+@click.option("--members", type=int, help="Train K ssgan runs of the split (training seeds S, S+1000, ...) at once "
+              "and log their ensemble: class probabilities averaged, one MLflow run and model.")
+def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
     from ssgan.run import run_training, run_training_seeds
     from ssgan.serving import check_alias
@@ -53,7 +55,15 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds) ->
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
     keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
-    if seeds is not None:
+    if members is not None:
+        from ssgan.ensemble import run_ensemble
+
+        if members < 2 or seeds is not None or cfg.mode != "ssgan":
+            raise SSGANError(f"--members {members}: an ensemble needs at least 2 members of one split, in ssgan mode "
+                             "(not with --seeds or --mode supervised)")
+        summary = run_ensemble(cfg, members, out_dir, nested=False, register=register_name, alias=alias)
+        click.echo(json.dumps({"members": members, **{k: summary[k] for k in keys}}))
+    elif seeds is not None:
         if register_name:
             raise SSGANError("--register registers one model: train that seed alone (--set data.split_seed=S), not --seeds")
         summaries = run_training_seeds(cfg, _seed_list(seeds), out_dir)

@@ -6,10 +6,14 @@ the same split gave 79.6-96 % over training seeds, and on MNIST-100 one training
 crossed 7s as 2 (README, "Time to accuracy"). The mean of K runs' probabilities keeps what most of them
 got right. Member m trains with `train.seed = S + 1000 m` (S = the split seed), so member 0 is the
 plain run; the members train at once (`ssgan.seeds.fit_seeds`). Nothing is picked by its test score.
+
+`Ensemble` is the trained classifier: a module that returns the log of the members' mean class
+probability, so everything that scores, saves, serves or predicts with one discriminator does the same
+with an ensemble (`ssgan train --members K`; the checkpoint says `members: K`).
 """
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -20,10 +24,25 @@ from ssgan.config import Config, replace
 from ssgan.data import load_split
 from ssgan.errors import ConfigError
 from ssgan.evaluate import Evaluation, score
-from ssgan.tracking import RunLogger, log_evaluation, use_store
+from ssgan.tracking import RunLogger, use_store
 from ssgan.train import check_plan, predict_proba
 
 SEED_STRIDE = 1000  # member m's training seed: split seed + SEED_STRIDE * m
+
+
+class Ensemble(nn.Module):
+    """K discriminators as one classifier: forward(x) = (log of the members' mean probability over the K
+    real classes, member 0's features). softmax of that output is the mean probability itself."""
+
+    def __init__(self, members: list[nn.Module], num_classes: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [m(x) for m in self.members]
+        probs = torch.stack([torch.softmax(logits[:, : self.num_classes], dim=1) for logits, _ in outputs]).mean(0)
+        return probs.clamp_min(1e-30).log(), outputs[0][1]
 
 
 def member_seeds(split_seed: int, members: int) -> list[int]:
@@ -43,14 +62,17 @@ def evaluate_ensemble(classifiers: list[nn.Module], x: torch.Tensor, y: torch.Te
     return score(y_true, torch.stack(probs).mean(0).argmax(1).numpy(), class_names), members
 
 
-def run_ensemble(cfg: Config, members: int, run_id: Optional[str] = None, nested: bool = True,
-                 progress: Optional[bool] = None) -> dict[str, Any]:
+def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None, run_id: Optional[str] = None,
+                 nested: bool = True, progress: Optional[bool] = None, register: Optional[str] = None,
+                 alias: str = "champion") -> dict[str, Any]:
     """Train `members` SSGAN runs on the split `cfg.data` draws and record their ensemble in one MLflow run
-    (`run_id`: an existing one): the ensemble's test metrics, confusion matrix and confused examples, each
-    member's test accuracy (`member<m>_test_accuracy`) and every epoch's mean member accuracy. Returns
-    the summary; its `stop_reason` is not "completed" when the watchdog stopped the members."""
+    (`run_id`: an existing one), as `run_training` records one network: the ensemble's test metrics,
+    confusion matrix and confused examples, its model when `tracking.log_model` (an `Ensemble`), plus each
+    member's test accuracy (`member<m>_test_accuracy`) and every epoch's mean member accuracy. Returns the
+    summary (also OUT/summary.json); its `stop_reason` is not "completed" when the watchdog stopped them."""
     import mlflow
 
+    from ssgan.run import _record, _write
     from ssgan.seeds import fit_seeds
 
     cfg = replace(cfg, mode="ssgan")
@@ -60,23 +82,22 @@ def run_ensemble(cfg: Config, members: int, run_id: Optional[str] = None, nested
     experiment_id = use_store(cfg)
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=cfg.tracking.run_name,
                           nested=nested) as run:
-        RunLogger(cfg, split.split_hash, len(split.labeled_idx))
+        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
         mlflow.set_tags({"members": str(members), "member_train_seeds": ",".join(map(str, seeds))})
-        start = time.perf_counter()
         result = fit_seeds(cfg, [split] * members, seeds, progress=progress)
-        seconds = time.perf_counter() - start
         for epoch, rows in enumerate(zip(*result.histories), 1):
             accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
             if accs:
                 mlflow.log_metric("mean_member_test_accuracy", float(np.mean(accs)), step=epoch)
-        ev, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
         epochs_done = len(result.histories[0])
-        log_evaluation(ev, step=epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale)
+        _, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
         member_acc = {f"member{m}_test_accuracy": e.accuracy for m, e in enumerate(member_evs)}
         mlflow.log_metrics({**member_acc, "mean_member_test_accuracy": float(np.mean(list(member_acc.values())))},
                            step=epochs_done)
-        mlflow.set_tag("stop_reason", result.stop_reason)
-    return {"run_id": run.info.run_id, "method": "ssgan_ensemble", "members": members, "train_seeds": seeds,
-            "labels": len(split.labeled_idx), "split_hash": split.split_hash, "epochs_completed": epochs_done,
-            "stop_reason": result.stop_reason, "stop_message": result.stop_message,
-            "wall_clock_seconds": round(seconds, 3), **member_acc, **ev.metrics()}
+        ensemble = Ensemble(result.classifiers, split.num_classes).eval()
+        summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, ensemble, result.generators[0],
+                          epochs_done, result.seconds, result.stop_reason, result.stop_message,
+                          result.watchdog_warnings, register, alias)
+    summary.update({"method": "ssgan_ensemble", "members": members, "train_seeds": seeds, **member_acc})
+    _write(summary, out_dir, "summary.json")
+    return summary

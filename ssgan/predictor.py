@@ -40,7 +40,13 @@ class Predictor:
         cfg = from_dict(state["config"])
         names = tuple(str(c) for c in state["class_names"])
         shape = tuple(state["input_shape"])
-        D = build_discriminator(cfg.model, shape, len(names), cfg.tricks)
+        if state.get("members"):  # an ensemble of K discriminators (ssgan/ensemble.py)
+            from ssgan.ensemble import Ensemble
+
+            D = Ensemble([build_discriminator(cfg.model, shape, len(names), cfg.tricks)
+                          for _ in range(state["members"])], len(names))
+        else:
+            D = build_discriminator(cfg.model, shape, len(names), cfg.tricks)
         D.load_state_dict(state["classifier"])
         features = state.get("feature_names")
         return cls(D.eval(), names, shape, preprocess_from_dict(state["preprocess"]),

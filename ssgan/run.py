@@ -109,6 +109,7 @@ def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experime
             "classifier": classifier.state_dict(),
             "generator": generator.state_dict() if generator is not None else None,
             "preprocess": split.preprocess.to_dict(), "feature_names": split.feature_names,
+            "members": len(classifier.members) if hasattr(classifier, "members") else None,  # ssgan/ensemble.py
         }
         tracker.log_checkpoint(state)
         model_uri = log_pyfunc(state, split.x_test)

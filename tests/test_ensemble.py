@@ -112,3 +112,67 @@ def _parent(out: Path) -> str:
     import json
 
     return json.loads((out / "summary.json").read_text())["parent_run_id"]
+
+
+def test_the_ensemble_module_outputs_the_log_of_the_members_mean_probability():
+    torch.manual_seed(0)
+    members = [nn.Linear(4, 4) for _ in range(3)]  # 3 real classes + an explicit fake logit
+
+    class D(nn.Module):
+        def __init__(self, lin):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    from ssgan.ensemble import Ensemble
+
+    x = torch.randn(6, 4)
+    logits, features = Ensemble([D(m) for m in members], num_classes=3)(x)
+    mean = torch.stack([torch.softmax(m(x)[:, :3], dim=1) for m in members]).mean(0)
+    assert logits.shape == (6, 3) and torch.equal(features, x)
+    assert torch.allclose(torch.softmax(logits, dim=1), mean, atol=1e-6)
+
+
+def test_train_members_logs_one_ensemble_model_that_predicts_as_scored(tmp_path, npz_path, store_uri):
+    """`ssgan train --members 2`: one MLflow run; its checkpoint rebuilds the ensemble, and the rebuilt
+    model's accuracy on the test set is the one the run reports."""
+    from ssgan.config import load_config
+    from ssgan.data import load_split
+    from ssgan.predictor import Predictor
+
+    overrides = ["data.name=npz", f"data.path={npz_path}", "tracking.experiment=ensemble-train",
+                 "tracking.sample_every=0", f"tracking.uri={store_uri}", "data.labels=6"]
+    args = ["-q", "train", "-c", str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"), "--members", "2",
+            "--out", str(tmp_path / "run")]
+    for o in overrides:
+        args += ["--set", o]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    import json
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["members"] == 2 and summary["train_seeds"] == [0, 1000]
+    mlflow.set_tracking_uri(store_uri)
+    state = torch.load(mlflow.artifacts.download_artifacts(run_id=summary["run_id"], artifact_path="checkpoint.pt"),
+                       weights_only=True)
+    assert state["members"] == 2
+    predictor = Predictor.from_checkpoint(state)
+    split = load_split(load_config(str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"), overrides).data)
+    probs = predictor.predict_proba(split.preprocess.inverse(split.x_test))  # raw test inputs, as a user has them
+    assert float((probs.argmax(1) == split.y_test.numpy()).mean()) == pytest.approx(summary["test_accuracy"])
+    run = mlflow.get_run(summary["run_id"])
+    assert run.data.tags["members"] == "2"
+    assert summary["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
+    assert {"member0_test_accuracy", "member1_test_accuracy"} <= set(run.data.metrics)
+
+
+@pytest.mark.parametrize("extra", [["--members", "1"], ["--members", "2", "--seeds", "0,1"],
+                                   ["--members", "2", "--mode", "supervised"]])
+def test_bad_members_for_train_is_a_one_line_error(extra, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "-c", str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"),
+                                      *extra, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --members"), result.output
