@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
 from ssgan.data import load_split  # noqa: E402
+from ssgan.ensemble import member_seeds  # noqa: E402
 from ssgan.evaluate import evaluate  # noqa: E402
 from ssgan.seeds import fit_seeds  # noqa: E402
 from ssgan.train import check_plan, fit, predict_proba  # noqa: E402
@@ -56,7 +57,7 @@ def main() -> None:
     if args.members and inits:
         sys.exit("error: give --members or --inits, not both")
     if args.members:
-        runs = [(s, s + 1000 * m) for s in split_seeds for m in range(args.members)]
+        runs = [(s, i) for s in split_seeds for i in member_seeds(s, args.members)]
     else:
         runs = [(s, i) for s in split_seeds for i in inits] if inits else [(s, s) for s in split_seeds]
     by_init = bool(inits) or args.members > 1  # run names carry the training seed
