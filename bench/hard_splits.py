@@ -57,7 +57,10 @@ def main() -> None:
     ap.add_argument("--splits", default="0,1", help="comma-separated split seeds")
     ap.add_argument("--out", type=Path, default=Path("docs/digits-20-hard-splits.png"))
     args = ap.parse_args()
-    splits = [int(s) for s in args.splits.split(",")]
+    try:
+        splits = [int(s) for s in args.splits.split(",")]
+    except ValueError:
+        sys.exit(f"error: --splits takes comma-separated split seeds (e.g. 0,1), got {args.splits!r}")
     rows = []
     for split in splits:
         runs = runs_of(args.folder, split)
@@ -74,8 +77,8 @@ def main() -> None:
         print(f"split {split}: {len(runs)} runs ({accs} %); every run reads at least {least} of the "
               f"{(y_test == t).sum()} test {t}s as {p}; training seed {init} reads {len(wrong)}")
         rows.append((f"split {split}: its {len(labeled)} labeled images, by class", data.x_train[labeled]))
-        rows.append((f"test {t}s that every run of split {split} reads as {p} (at least {least} of "
-                     f"{(y_test == t).sum()}; training seed {init}: {len(wrong)})", data.x_test[wrong]))
+        rows.append((f"test {t}s that training seed {init} reads as {p}: {len(wrong)} of {(y_test == t).sum()} "
+                     f"(every run of split {split}: at least {least})", data.x_test[wrong]))
     width = max(len(images) for _, images in rows)
     side = int(round(rows[0][1][0].numel() ** 0.5))
     fig, axes = plt.subplots(len(rows), width, figsize=(0.55 * width, 0.85 * len(rows)), squeeze=False)

@@ -57,3 +57,11 @@ def test_a_split_without_runs_is_a_one_line_error(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: no runs of split seed 4 in {tmp_path}; run bench/gpu_recipe.py --seed 4 first"]
+
+
+def test_split_seeds_that_are_not_numbers_are_a_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "hard_splits.py"), str(tmp_path), "--splits", "0,one"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: --splits takes comma-separated split seeds (e.g. 0,1), got '0,one'"]
