@@ -1,7 +1,7 @@
 """Score an ensemble: several runs' test-set class probabilities averaged, against each run alone.
 
     python bench/ensemble.py OUT/mnist-100-seed1-init100-probs.npy OUT/mnist-100-seed1-init200-probs.npy ...
-        [--root ../shared/datasets] [--out OUT/ensemble.json]
+        [--root ../shared/datasets] [--config configs/mnist-100.yaml] [--out OUT/ensemble.json]
 
 Each file is an (N, K) array of one run's class probabilities on the dataset's fixed test set, as
 `bench/gpu_recipe.py` writes them (the EMA classifier after the last epoch). All runs must be of the same
@@ -49,18 +49,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("probs", nargs="+", help="-probs.npy files of one split seed's runs")
     ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/raw")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/mnist-100.yaml"),
+                    help="the runs' config: its dataset's test labels score them")
     ap.add_argument("--out", default="", help="write the report as JSON here too")
     args = ap.parse_args()
     from ssgan.config import load_config
     from ssgan.data import load_split
+    from ssgan.errors import SSGANError
 
     missing = [p for p in args.probs if not Path(p).is_file()]
     if missing:
         sys.exit(f"error: no such file: {missing[0]}; give -probs.npy files written by bench/gpu_recipe.py")
-    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs/mnist-100.yaml"), [f"data.root={args.root}"])
-    y_test = load_split(cfg.data).y_test.numpy()  # the fixed test set: the same for every split seed
     try:
-        report = ensemble_report([np.load(p) for p in args.probs], [Path(p).name for p in args.probs], y_test)
+        cfg = load_config(args.config, [f"data.root={args.root}"])
+        y_test = load_split(cfg.data).y_test.numpy()  # the fixed test set: the same for every split seed
+    except SSGANError as e:
+        sys.exit(f"error: {e}")
+    probs = [np.load(p) for p in args.probs]
+    if len(probs[0]) != len(y_test):
+        sys.exit(f"error: {args.probs[0]} has {len(probs[0])} rows, the test set of {args.config} has "
+                 f"{len(y_test)}; give the runs' config with --config")
+    try:
+        report = ensemble_report(probs, [Path(p).name for p in args.probs], y_test)
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(json.dumps(report, indent=2))

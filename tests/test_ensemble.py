@@ -1,5 +1,7 @@
 """Ensembles: several ssgan runs of one split that differ only in their training seed, their class
 probabilities averaged (ssgan/ensemble.py, `ssgan compare --methods ssgan_ensemble`, bench/ensemble.py)."""
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -176,3 +178,30 @@ def test_bad_members_for_train_is_a_one_line_error(extra, tmp_path):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --members"), result.output
+
+
+def test_bench_ensemble_scores_runs_of_any_config_and_refuses_probabilities_of_another_test_set(tmp_path):
+    from ssgan.config import load_config
+    from ssgan.data import load_split
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/digits-20-best.yaml")
+    y_test = load_split(load_config(config).data).y_test.numpy()
+    right = np.eye(10, dtype=np.float32)[y_test]
+    wrong = np.eye(10, dtype=np.float32)[(y_test + 1) % 10]
+    np.save(tmp_path / "a-probs.npy", 0.9 * right + 0.1 * wrong)
+    np.save(tmp_path / "b-probs.npy", 0.4 * right + 0.6 * wrong)  # alone always wrong; in the mean, outvoted
+    np.save(tmp_path / "short-probs.npy", right[:10])
+    script = str(Path(__file__).resolve().parents[1] / "bench/ensemble.py")
+
+    done = subprocess.run([sys.executable, script, str(tmp_path / "a-probs.npy"), str(tmp_path / "b-probs.npy"),
+                           "--config", config, "--out", str(tmp_path / "e.json")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["member_error_pct"] == [0.0, 100.0] and report["ensemble_error_pct"] == 0.0
+
+    done = subprocess.run([sys.executable, script, str(tmp_path / "short-probs.npy"), "--config", config],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'short-probs.npy'} has 10 rows, the test set of {config} has {len(y_test)}; "
+        "give the runs' config with --config"]
