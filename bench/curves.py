@@ -1,0 +1,74 @@
+"""Test error per epoch of one or more runs' per-epoch logs (bench/gpu_recipe.py's .jsonl files), on one figure.
+
+    python bench/curves.py bench/results/cpu-mnist-100-full/mnist-100-seed0.jsonl=CPU \
+        bench/results/gpu/mnist-100-seed0.jsonl=H200 --out docs/mnist-100-full-recipe.png
+
+Each FILE may carry a legend label after "=". The error (100 - test accuracy, in %, of the EMA weights) is
+drawn on a log scale, where the last epochs' small gains stay visible; a dashed line marks --goal (in %).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_curve(path: Path) -> tuple[list[int], list[float]]:
+    """(epochs, test error in %) of one per-epoch log; SystemExit with one line if it has none."""
+    if not path.is_file():
+        sys.exit(f"error: {path} does not exist; give the .jsonl file a run wrote (bench/gpu_recipe.py --out)")
+    epochs, errors = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            epochs.append(int(row["epoch"]))
+            errors.append(100.0 * (1.0 - float(row["test_accuracy"])))
+        except (ValueError, KeyError, TypeError):
+            sys.exit(f"error: {path} line {n} is not an epoch record with 'epoch' and 'test_accuracy'")
+    if not epochs:
+        sys.exit(f"error: {path} holds no epochs yet")
+    return epochs, errors
+
+
+def plot(curves: list[tuple[str, list[int], list[float]]], out: Path, goal: float | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, epochs, errors in curves:
+        ax.plot(epochs, errors, label=f"{label}: {errors[-1]:.2f} % after epoch {epochs[-1]}")
+    if goal is not None:
+        ax.axhline(goal, color="gray", linestyle="--", label=f"goal {goal} %")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error, EMA weights (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", metavar="FILE[=LABEL]")
+    ap.add_argument("--out", type=Path, required=True, help="the .png to write")
+    ap.add_argument("--goal", type=float, default=None, help="a test error (%%) to mark")
+    args = ap.parse_args(argv)
+    curves = []
+    for spec in args.files:
+        name, _, label = spec.partition("=")
+        curves.append((label or Path(name).stem, *read_curve(Path(name))))
+    plot(curves, args.out, args.goal)
+    for label, epochs, errors in curves:
+        print(f"{label}: {errors[-1]:.2f} % test error after epoch {epochs[-1]} (lowest {min(errors):.2f} %)")
+
+
+if __name__ == "__main__":
+    main()
