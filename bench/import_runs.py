@@ -30,6 +30,10 @@ def main() -> None:
     ap.add_argument("--experiment", default="gpu-mnist-100")
     ap.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'bench/results/mlflow.db'}")
     args = ap.parse_args()
+    if not args.folder.is_dir():
+        sys.exit(f"error: {args.folder} is not a folder; give the --out folder of bench/gpu_recipe.py")
+    if not any(args.folder.glob("*.jsonl")) and not any(args.folder.glob("*-ensemble.json")):
+        sys.exit(f"error: {args.folder} holds no runs (*.jsonl) or ensembles (*-ensemble.json); nothing to import")
     import mlflow
 
     mlflow.set_tracking_uri(args.tracking_uri)

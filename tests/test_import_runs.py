@@ -45,3 +45,14 @@ def test_runs_are_logged_with_every_epoch_and_named_by_the_settings_they_changed
     unfinished = by_name["mnist-100-seed1"]
     assert unfinished.data.tags["finished"] == "false"
     assert unfinished.data.params == {}
+
+
+def test_a_missing_or_empty_folder_is_a_one_line_error_and_creates_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for folder, why in [(tmp_path / "nope", "is not a folder; give the --out folder of bench/gpu_recipe.py"),
+                        (tmp_path, "holds no runs (*.jsonl) or ensembles (*-ensemble.json); nothing to import")]:
+        out = subprocess.run([sys.executable, str(ROOT / "bench/import_runs.py"), str(folder), "--tracking-uri", uri],
+                             capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode != 0
+        assert out.stderr.strip().splitlines() == [f"error: {folder} {why}"]
+    assert not (tmp_path / "mlflow.db").exists()
