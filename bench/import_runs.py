@@ -9,11 +9,14 @@ A file without its summary .json (a run stopped by a deadline) is logged too, ta
 A run's name is its file's name followed by the settings it overrode (`--set`), also kept as tag `overrides`.
 Each -ensemble.json (several runs of one split seed, their class probabilities averaged) becomes a run with
 the ensemble's and the members' test errors.
-Importing the same folder twice logs the runs twice (each import is a new set of runs).
+Each run is tagged with a SHA-256 of its files' names and bytes (`content_sha256`); a file whose run is already in the
+experiment with the same content is skipped, so importing a folder again logs only what is new or changed
+(an unfinished run that has since finished is logged again, as the finished run).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -37,17 +40,24 @@ def main() -> None:
     import mlflow
 
     mlflow.set_tracking_uri(args.tracking_uri)
-    mlflow.set_experiment(args.experiment)
+    experiment = mlflow.set_experiment(args.experiment)
+    logged = {r.data.tags["content_sha256"]: r.info.run_name
+              for r in mlflow.search_runs([experiment.experiment_id], output_format="list")
+              if "content_sha256" in r.data.tags}
     for log in sorted(args.folder.glob("*.jsonl")):
-        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         summary_path = log.with_suffix(".json")
+        digest = content_sha256(log, summary_path)
+        if digest in logged:
+            print(f"{log.name}: already in experiment {args.experiment} as run '{logged[digest]}', skipped")
+            continue
+        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         with mlflow.start_run(run_name=run_name(log.stem, summary)):
             if summary:
                 flat = _flatten(summary.pop("config"))
                 mlflow.log_params({k: _param(v) for k, v in flat.items()})
             mlflow.set_tags({"source_file": str(log.relative_to(ROOT) if log.is_relative_to(ROOT) else log),
-                             "finished": str(bool(summary)).lower(), "imported": "true",
+                             "finished": str(bool(summary)).lower(), "imported": "true", "content_sha256": digest,
                              "overrides": " ".join(summary.get("overrides", [])),
                              **{k: str(summary[k]) for k in ("device", "torch", "cuda_graph", "stop_reason") if k in summary}})
             for row in epochs:
@@ -59,10 +69,14 @@ def main() -> None:
                 mlflow.log_metrics(final, step=len(epochs))
         print(f"{log.name}: {len(epochs)} epochs{'' if summary else ' (no summary: unfinished)'}")
     for path in sorted(args.folder.glob("*-ensemble.json")):
+        digest = content_sha256(path)
+        if digest in logged:
+            print(f"{path.name}: already in experiment {args.experiment} as run '{logged[digest]}', skipped")
+            continue
         report = json.loads(path.read_text())
         with mlflow.start_run(run_name=path.stem):
             mlflow.set_tags({"source_file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                             "imported": "true", "members": ", ".join(report["members"])})
+                             "imported": "true", "content_sha256": digest, "members": ", ".join(report["members"])})
             mlflow.log_metrics({"ensemble_error_pct": report["ensemble_error_pct"],
                                 "mean_member_error_pct": report["mean_member_error_pct"],
                                 "members_agree_fraction": report["members_agree_fraction"],
@@ -75,6 +89,17 @@ def run_name(stem: str, summary: dict) -> str:
     runs of several variants of one config tell apart in the MLflow UI: `digits-20-best-seed0-init0 train.lr=0.0005`."""
     changed = [o for o in summary.get("overrides", []) if not o.startswith("train.device=")]
     return " ".join([stem, *changed])
+
+
+def content_sha256(*paths: Path) -> str:
+    """One run's identity: the SHA-256 of its files' names and bytes (a file that does not exist counts as
+    empty), so that two runs whose logs happen to be equal but whose files are named apart stay two runs."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode() + b"\0")
+        h.update(path.read_bytes() if path.is_file() else b"")
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -47,6 +47,39 @@ def test_runs_are_logged_with_every_epoch_and_named_by_the_settings_they_changed
     assert unfinished.data.params == {}
 
 
+def test_importing_a_folder_again_logs_only_the_runs_that_are_new_or_changed(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    epochs = [{"epoch": 1, "test_accuracy": 0.90}, {"epoch": 2, "test_accuracy": 0.95}]
+    write_run(runs, "seed0", epochs, {"config": {}, "test_error_pct": 5.0})
+    write_run(runs, "seed1", epochs[:1], None)  # still running when first imported
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "bench/import_runs.py"), str(runs), "--experiment", "again", "--tracking-uri", uri]
+    client = MlflowClient(tracking_uri=uri)
+
+    def names() -> list[str]:
+        return sorted(r.info.run_name for r in client.search_runs([client.get_experiment_by_name("again").experiment_id]))
+
+    assert subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).returncode == 0
+    assert names() == ["seed0", "seed1"]
+
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert "seed0.jsonl: already in experiment again as run 'seed0', skipped" in again.stdout
+    assert names() == ["seed0", "seed1"]
+
+    # it has finished since; its files now hold the same bytes as seed0's, but they are another run's files
+    write_run(runs, "seed1", epochs, {"config": {}, "test_error_pct": 5.0})
+    third = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.splitlines() == ["seed0.jsonl: already in experiment again as run 'seed0', skipped",
+                                         "seed1.jsonl: 2 epochs"]
+    assert names() == ["seed0", "seed1", "seed1"]
+    finished = [r for r in client.search_runs([client.get_experiment_by_name("again").experiment_id])
+                if r.data.tags["finished"] == "true"]
+    assert sorted(r.info.run_name for r in finished) == ["seed0", "seed1"]
+
+
 def test_a_missing_or_empty_folder_is_a_one_line_error_and_creates_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for folder, why in [(tmp_path / "nope", "is not a folder; give the --out folder of bench/gpu_recipe.py"),
