@@ -47,8 +47,7 @@ def main() -> None:
     for log in sorted(args.folder.glob("*.jsonl")):
         summary_path = log.with_suffix(".json")
         digest = content_sha256(log, summary_path)
-        if digest in logged:
-            print(f"{log.name}: already in experiment {args.experiment} as run '{logged[digest]}', skipped")
+        if skipped(log, digest, logged, args.experiment):
             continue
         epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -70,8 +69,7 @@ def main() -> None:
         print(f"{log.name}: {len(epochs)} epochs{'' if summary else ' (no summary: unfinished)'}")
     for path in sorted(args.folder.glob("*-ensemble.json")):
         digest = content_sha256(path)
-        if digest in logged:
-            print(f"{path.name}: already in experiment {args.experiment} as run '{logged[digest]}', skipped")
+        if skipped(path, digest, logged, args.experiment):
             continue
         report = json.loads(path.read_text())
         with mlflow.start_run(run_name=path.stem):
@@ -89,6 +87,13 @@ def run_name(stem: str, summary: dict) -> str:
     runs of several variants of one config tell apart in the MLflow UI: `digits-20-best-seed0-init0 train.lr=0.0005`."""
     changed = [o for o in summary.get("overrides", []) if not o.startswith("train.device=")]
     return " ".join([stem, *changed])
+
+
+def skipped(path: Path, digest: str, logged: dict[str, str], experiment: str) -> bool:
+    """Whether the run in `path` is already in the experiment (same content_sha256); says so when it is."""
+    if digest in logged:
+        print(f"{path.name}: already in experiment {experiment} as run '{logged[digest]}', skipped")
+    return digest in logged
 
 
 def content_sha256(*paths: Path) -> str:
