@@ -74,6 +74,9 @@ class TrainConfig:
     unsup_weight: float = 1.0  # weight of the real/fake loss in D's objective
     gen_loss: Literal["feature_matching", "non_saturating"] = "feature_matching"
     ema_decay: float = 0.999  # EMA of D's weights used for evaluation; 0 = evaluate raw weights
+    ema_compare: tuple[float, ...] = ()  # further EMA decays, each averaged and evaluated every
+    #                                     epoch next to ema_decay's (metric test_accuracy_ema<decay>); diagnostic:
+    #                                     training and the returned classifier do not change
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "tf32"] = "fp32"  # bf16: forwards under bfloat16 autocast (losses in fp32);
@@ -172,6 +175,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.decay_start": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "train.unsup_weight": (lambda v: v >= 0, ">= 0"),
     "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.ema_compare": (lambda v: all(0 < x < 1 for x in v) and len(set(v)) == len(v),
+                          "a list of distinct decays in (0, 1)"),
     "train.device": (
         lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
         "auto, cpu, cuda or cuda:N",

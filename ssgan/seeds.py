@@ -32,7 +32,7 @@ from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
-from ssgan.train import (EMA, Nets, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
+from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
                          g_objective, index_stream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
 from ssgan.watchdog import Watchdog
@@ -173,6 +173,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     del per_seed
     ema = EMA(D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else D
+    compared = [EMA(D, d) for d in t.ema_compare]  # further averages, evaluated only (train.ema_compare)
     steps, total = check_plan(cfg, splits[0])
     schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None], lambda s: lr_factor(t, tricks, s, total))
     watchdog = Watchdog(tricks.watchdog, device, adversarial=G is not None)
@@ -216,6 +217,8 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
                 schedule.step()
                 if ema:
                     ema.update(D)
+                for other in compared:
+                    other.update(D)
                 if (i + 1) % check_every == 0 and _watch(watchdog, result, None):
                     break
             if result.stop_reason != "completed":
@@ -227,6 +230,9 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
             seconds = time.perf_counter() - epoch_start
             metrics = [{**dict(zip(keys, losses)), "test_accuracy": a, "test_accuracy_raw": r, "lr": lr,
                         "epoch_seconds": seconds} for losses, a, r in zip(per_seed_losses, acc, acc_raw)]
+            for other in compared:
+                for m, a in zip(metrics, _accuracy(other.model, splits[0].x_test, splits[0].y_test, K)):
+                    m[ema_metric(other.decay)] = a
             if _watch(watchdog, result, None):
                 break
             good = _snapshot(D, G, ema)

@@ -236,6 +236,11 @@ def _fake_classes(G: nn.Module, n: int, num_classes: int, device: torch.device) 
     return torch.randint(num_classes, (n,), device=device) if G.condition.dim else None
 
 
+def ema_metric(decay: float) -> str:
+    """The metric name of the test accuracy of a `train.ema_compare` average, e.g. test_accuracy_ema0.9999."""
+    return f"test_accuracy_ema{decay:g}"
+
+
 class EMA:
     """Exponential moving average of a model's weights, with the usual warm-up: the decay used at
     update t is min(decay, (1 + t) / (10 + t)), so early averages are not dominated by the random init."""
@@ -291,6 +296,7 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     nets = prepare(build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe), cfg)
     ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
     evaluated = ema.model if ema else nets.D
+    compared = [EMA(nets.D, d) for d in t.ema_compare]  # further averages, evaluated only (train.ema_compare)
     index_device = data.device if data.resident else None  # batches drawn by index where the data live
     idx_lb = split.labeled_idx.to(index_device) if index_device else split.labeled_idx
     chunk = 1 << 16 if index_device is not None and index_device.type != "cpu" else 0  # indices moved at once
@@ -345,6 +351,8 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
                 schedule.step()
                 if ema:
                     ema.update(nets.D)
+                for other in compared:
+                    other.update(nets.D)
                 if (i + 1) % check_every == 0 and _watch(watchdog, result, None):
                     break
             if result.stop_reason != "completed":
@@ -352,6 +360,8 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
             # Host sync once per epoch: read the summed losses and evaluate.
             metrics = {k: v / steps for k, v in zip(keys, sums.tolist())}
             metrics.update(_epoch_metrics(nets, evaluated, split, x_test, y_test, x_probe[:256], z_probe, c_probe))
+            for other in compared:
+                metrics[ema_metric(other.decay)] = _accuracy(other.model, x_test, y_test, split.num_classes)
             metrics["epoch_seconds"] = time.perf_counter() - epoch_start
             if _watch(watchdog, result, metrics.get("gen_diversity")):
                 break

@@ -100,6 +100,15 @@ def test_fit_seeds_trains_each_seed_on_its_own_split(npz_path):
     assert all(g is not None and not g.training for g in result.generators)
 
 
+def test_fit_seeds_evaluates_compared_weight_averages_per_seed(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 2, "train.ema_decay": 0.9, "train.ema_compare": [0.9, 0.5]})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    result = fit_seeds(cfg, splits, [0, 1], progress=False)
+    for history in result.histories:
+        for m in history:
+            assert m["test_accuracy_ema0.9"] == m["test_accuracy"] and 0 <= m["test_accuracy_ema0.5"] <= 1
+
+
 def test_fit_seeds_rejects_mismatched_inputs(npz_path):
     cfg = tiny_cfg(npz_path)
     split = load_split(cfg.data)

@@ -120,6 +120,20 @@ def test_fit_records_per_epoch_metrics_and_calls_back(npz_path):
     assert not result.classifier.training
 
 
+def test_compared_weight_averages_are_evaluated_without_changing_training(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 2, "train.ema_decay": 0.9})
+    split = load_split(cfg.data)
+    plain = fit(cfg, split, progress=False)
+    compared = fit(replace(cfg, **{"train.ema_compare": [0.9, 0.5]}), split, progress=False)
+    for a, b in zip(plain.history, compared.history):
+        assert {k: a[k] for k in ("loss_d", "loss_g", "test_accuracy", "test_accuracy_raw")} == \
+               {k: b[k] for k in ("loss_d", "loss_g", "test_accuracy", "test_accuracy_raw")}
+        assert b["test_accuracy_ema0.9"] == b["test_accuracy"]  # the same decay: the same average
+        assert "test_accuracy_ema0.5" in b and "test_accuracy_ema0.5" not in a
+    for p, q in zip(plain.classifier.parameters(), compared.classifier.parameters()):
+        assert torch.equal(p, q)  # the returned classifier is still ema_decay's
+
+
 def test_supervised_mode_learns_the_tiny_task(npz_path):
     cfg = tiny_cfg(npz_path, mode="supervised", **{"train.epochs": 5, "train.lr": 0.01})
     result = fit(cfg, load_split(cfg.data), progress=False)
