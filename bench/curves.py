@@ -5,6 +5,8 @@
 
 Each FILE may carry a legend label after "=". The error (100 - test accuracy, in %, of the EMA weights) is
 drawn on a log scale, where the last epochs' small gains stay visible; a dashed line marks --goal (in %).
+--metrics draws other accuracies of the same logs instead, one curve per file and metric, e.g.
+--metrics test_accuracy,test_accuracy_ema0.9999,test_accuracy_raw (train.ema_compare's averages, raw weights).
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read_curve(path: Path) -> tuple[list[int], list[float]]:
-    """(epochs, test error in %) of one per-epoch log; SystemExit with one line if it has none."""
+def read_curve(path: Path, metric: str = "test_accuracy") -> tuple[list[int], list[float]]:
+    """(epochs, 100 - metric in %) of one per-epoch log; SystemExit with one line if it has none."""
     if not path.is_file():
         sys.exit(f"error: {path} does not exist; give the .jsonl file a run wrote (bench/gpu_recipe.py --out)")
     epochs, errors = [], []
@@ -30,15 +32,16 @@ def read_curve(path: Path) -> tuple[list[int], list[float]]:
         try:
             row = json.loads(line)
             epochs.append(int(row["epoch"]))
-            errors.append(100.0 * (1.0 - float(row["test_accuracy"])))
+            errors.append(100.0 * (1.0 - float(row[metric])))
         except (ValueError, KeyError, TypeError):
-            sys.exit(f"error: {path} line {n} is not an epoch record with 'epoch' and 'test_accuracy'")
+            sys.exit(f"error: {path} line {n} is not an epoch record with 'epoch' and '{metric}'")
     if not epochs:
         sys.exit(f"error: {path} holds no epochs yet")
     return epochs, errors
 
 
-def plot(curves: list[tuple[str, list[int], list[float]]], out: Path, goal: float | None = None) -> None:
+def plot(curves: list[tuple[str, list[int], list[float]]], out: Path, goal: float | None = None,
+         ylabel: str = "test error, EMA weights (%)") -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, epochs, errors in curves:
         ax.plot(epochs, errors, label=f"{label}: {errors[-1]:.2f} % after epoch {epochs[-1]}")
@@ -46,7 +49,7 @@ def plot(curves: list[tuple[str, list[int], list[float]]], out: Path, goal: floa
         ax.axhline(goal, color="gray", linestyle="--", label=f"goal {goal} %")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test error, EMA weights (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -60,12 +63,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("files", nargs="+", metavar="FILE[=LABEL]")
     ap.add_argument("--out", type=Path, required=True, help="the .png to write")
     ap.add_argument("--goal", type=float, default=None, help="a test error (%%) to mark")
+    ap.add_argument("--metrics", default="test_accuracy", help="comma-separated accuracy keys of the logs to draw")
     args = ap.parse_args(argv)
+    metrics = [m for m in args.metrics.split(",") if m]
     curves = []
     for spec in args.files:
         name, _, label = spec.partition("=")
-        curves.append((label or Path(name).stem, *read_curve(Path(name))))
-    plot(curves, args.out, args.goal)
+        label = label or Path(name).stem
+        for metric in metrics:
+            short = "EMA" if metric == "test_accuracy" else metric.removeprefix("test_accuracy_")
+            shown = label if metrics == ["test_accuracy"] else f"{label}, {short}"
+            curves.append((shown, *read_curve(Path(name), metric)))
+    plot(curves, args.out, args.goal, "test error, EMA weights (%)" if metrics == ["test_accuracy"] else "test error (%)")
     for label, epochs, errors in curves:
         print(f"{label}: {errors[-1]:.2f} % test error after epoch {epochs[-1]} (lowest {min(errors):.2f} %)")
 

@@ -34,3 +34,17 @@ def test_a_missing_or_foreign_file_is_a_one_line_error(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         f"error: {foreign} line 1 is not an epoch record with 'epoch' and 'test_accuracy'"]
     assert not (tmp_path / "c.png").exists()
+
+
+def test_other_accuracies_of_the_same_log_are_drawn_on_request(tmp_path):
+    log = tmp_path / "seed0.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "test_accuracy": a, "test_accuracy_ema0.9999": b}) + "\n"
+                           for e, a, b in [(1, 0.90, 0.91), (2, 0.985, 0.99)]))
+    out = run(f"{log}=CPU", "--out", tmp_path / "curve.png", "--metrics", "test_accuracy,test_accuracy_ema0.9999")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["CPU, EMA: 1.50 % test error after epoch 2 (lowest 1.50 %)",
+                                       "CPU, ema0.9999: 1.00 % test error after epoch 2 (lowest 1.00 %)"]
+    missing = run(log, "--out", tmp_path / "c.png", "--metrics", "test_accuracy_raw")
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == [
+        f"error: {log} line 1 is not an epoch record with 'epoch' and 'test_accuracy_raw'"]
