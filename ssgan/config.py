@@ -120,6 +120,8 @@ class TricksConfig:
     momentum: float = 0.9  # sgd only
     lr_d: Optional[float] = None  # D's learning rate; null = train.lr
     lr_g: Optional[float] = None  # G's learning rate; null = train.lr
+    betas_g: Optional[tuple[float, ...]] = None  # G's Adam betas [beta1, beta2]; null = train.beta1, train.beta2
+    #                                             (Dai et al. 2017's MNIST code: [0.0, 0.9999], with lr_g 1e-3)
     warmup_steps: int = 0  # linear learning-rate warm-up
     conditional: bool = False  # G(z, c); D learns to put G(z, c) in class c as well as to call it fake (AC-GAN)
     condition: Literal["onehot", "embedding"] = "onehot"
@@ -190,6 +192,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "tricks.momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "tricks.lr_d": (lambda v: v is None or v > 0, "> 0 or null"),
     "tricks.lr_g": (lambda v: v is None or v > 0, "> 0 or null"),
+    "tricks.betas_g": (lambda v: v is None or (len(v) == 2 and all(0 <= b < 1 for b in v)),
+                       "[beta1, beta2], each in [0, 1), or null"),
     "tricks.warmup_steps": (lambda v: v >= 0, ">= 0"),
     "tricks.cond_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.entropy_weight": (lambda v: v >= 0, ">= 0"),

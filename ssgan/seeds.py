@@ -123,7 +123,8 @@ def stack_nets(cfg: Config, per_seed: list[Nets]) -> StackedNets:
     D = SeedStack([n.D for n in per_seed])
     G = SeedStack([n.G for n in per_seed]) if first.G is not None else None
     opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks, capturable=first.graphed)
-    opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=first.graphed) if G else None
+    opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=first.graphed,
+                           betas=tricks.betas_g) if G else None
     return StackedNets(D, G, opt_d, opt_g, first.num_classes, fused=first.fused, fused_g=first.fused_g)
 
 

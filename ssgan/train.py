@@ -98,7 +98,8 @@ def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, devi
     G, opt_g = None, None
     if cfg.mode == "ssgan":
         G = build_generator(cfg.model, input_shape, cfg.data.scale, tricks, num_classes).to(device)
-        opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=graphed)
+        opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=graphed,
+                               betas=tricks.betas_g)
     fused = t.fused_d and not has_batch_norm(D)
     # G's fused forward saves a whole forward of D (kernels: what a GPU step is bound by) but computes
     # input gradients for the real rows too (FLOPs: what a CPU step is bound by), so null = on a GPU only.

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -56,18 +56,19 @@ def noise_scale(tricks: TricksConfig, step: int, total_steps: int) -> float:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, train: TrainConfig, tricks: TricksConfig,
-                   capturable: bool = False):
+                   capturable: bool = False, betas: Optional[Sequence[float]] = None):
     """Adam (fused: one kernel for the whole update, on CPU and CUDA alike) or SGD with momentum.
+    `betas`: Adam's, when not train.beta1 and train.beta2 (G's: tricks.betas_g).
     `capturable`: Adam keeps its step count and learning rate on the device, so that a CUDA graph can
     replay its update (ssgan/graphs.py); the learning rate is then a tensor that `set_lr` fills."""
     if tricks.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=tricks.momentum)
+    b1, b2 = betas if betas is not None else (train.beta1, train.beta2)
     if capturable:
         params = list(params)
         lr_t = torch.tensor(lr, dtype=torch.float32, device=params[0].device)
-        return torch.optim.Adam(params, lr=lr_t, betas=(train.beta1, train.beta2), eps=train.adam_eps, fused=True,
-                                capturable=True)
-    return torch.optim.Adam(params, lr=lr, betas=(train.beta1, train.beta2), eps=train.adam_eps, fused=True)
+        return torch.optim.Adam(params, lr=lr_t, betas=(b1, b2), eps=train.adam_eps, fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, betas=(b1, b2), eps=train.adam_eps, fused=True)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

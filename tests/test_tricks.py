@@ -90,6 +90,8 @@ def test_optimizer_and_separate_learning_rates(npz_path):
     assert adam.opt_d.param_groups[0]["eps"] == 1e-8
     eps = build_nets(tiny_cfg(npz_path, **{"train.adam_eps": 1e-4}), (1, 8, 8), 3, torch.device("cpu"))
     assert eps.opt_d.param_groups[0]["eps"] == 1e-4 and eps.opt_g.param_groups[0]["eps"] == 1e-4
+    own = build_nets(tiny_cfg(npz_path, **{"tricks.betas_g": [0.0, 0.9999]}), (1, 8, 8), 3, torch.device("cpu"))
+    assert own.opt_g.param_groups[0]["betas"] == (0.0, 0.9999) and own.opt_d.param_groups[0]["betas"] == (0.5, 0.999)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
