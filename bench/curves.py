@@ -7,6 +7,7 @@ Each FILE may carry a legend label after "=". The error (100 - test accuracy, in
 drawn on a log scale, where the last epochs' small gains stay visible; a dashed line marks --goal (in %).
 --metrics draws other accuracies of the same logs instead, one curve per file and metric, e.g.
 --metrics test_accuracy,test_accuracy_ema0.9999,test_accuracy_raw (train.ema_compare's averages, raw weights).
+--max-epoch N draws each log up to epoch N (to set a 300-epoch run next to 100-epoch ones).
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="the .png to write")
     ap.add_argument("--goal", type=float, default=None, help="a test error (%%) to mark")
     ap.add_argument("--metrics", default="test_accuracy", help="comma-separated accuracy keys of the logs to draw")
+    ap.add_argument("--max-epoch", type=int, default=None, help="draw each log up to this epoch only")
     args = ap.parse_args(argv)
     metrics = [m for m in args.metrics.split(",") if m]
     curves = []
@@ -73,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         for metric in metrics:
             short = "EMA" if metric == "test_accuracy" else metric.removeprefix("test_accuracy_")
             shown = label if metrics == ["test_accuracy"] else f"{label}, {short}"
-            curves.append((shown, *read_curve(Path(name), metric)))
+            epochs, errors = read_curve(Path(name), metric)
+            keep = [i for i, e in enumerate(epochs) if args.max_epoch is None or e <= args.max_epoch] or [0]
+            curves.append((shown, [epochs[i] for i in keep], [errors[i] for i in keep]))
     plot(curves, args.out, args.goal, "test error, EMA weights (%)" if metrics == ["test_accuracy"] else "test error (%)")
     for label, epochs, errors in curves:
         print(f"{label}: {errors[-1]:.2f} % test error after epoch {epochs[-1]} (lowest {min(errors):.2f} %)")

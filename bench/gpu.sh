@@ -11,6 +11,8 @@
 #   bash bench/gpu.sh alone 0       # the same for one seed alone: the time that counts for "3 minutes"
 #   bash bench/gpu.sh seeds 0,1,2 --members 2   # 2 runs per split seed (training seeds S, S+1000), all at
 #                                   # once, and each seed's ensemble (OUT/seeds/*-ensemble.json)
+#   bash bench/gpu.sh seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml --set "train.ema_compare=[0.9999]"
+#                                   # the same with Dai et al.'s settings (1.1 % on this CPU in 100 epochs, README)
 # Extra arguments after the seeds go to bench/gpu_recipe.py (e.g. --config configs/mnist-100-salimans.yaml).
 # BUDGET_S (default 540) bounds the call. The device tool returns at most 8 files: run it as
 #   D=$OUT; mkdir -p /tmp/res; OUT=/tmp/res bash bench/gpu.sh checks | tee $D/gpu.log; tar czf $D/results.tgz -C /tmp/res .

@@ -44,6 +44,8 @@ def test_other_accuracies_of_the_same_log_are_drawn_on_request(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["CPU, EMA: 1.50 % test error after epoch 2 (lowest 1.50 %)",
                                        "CPU, ema0.9999: 1.00 % test error after epoch 2 (lowest 1.00 %)"]
+    cut = run(f"{log}=CPU", "--out", tmp_path / "cut.png", "--max-epoch", 1)
+    assert cut.stdout.splitlines() == ["CPU: 10.00 % test error after epoch 1 (lowest 10.00 %)"]
     missing = run(log, "--out", tmp_path / "c.png", "--metrics", "test_accuracy_raw")
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines() == [
