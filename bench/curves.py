@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
             short = "EMA" if metric == "test_accuracy" else metric.removeprefix("test_accuracy_")
             shown = label if metrics == ["test_accuracy"] else f"{label}, {short}"
             epochs, errors = read_curve(Path(name), metric)
-            keep = [i for i, e in enumerate(epochs) if args.max_epoch is None or e <= args.max_epoch] or [0]
+            keep = [i for i, e in enumerate(epochs) if args.max_epoch is None or e <= args.max_epoch]
+            if not keep:
+                sys.exit(f"error: {name} starts at epoch {epochs[0]}, after --max-epoch {args.max_epoch}; raise it")
             curves.append((shown, [epochs[i] for i in keep], [errors[i] for i in keep]))
     plot(curves, args.out, args.goal, "test error, EMA weights (%)" if metrics == ["test_accuracy"] else "test error (%)")
     for label, epochs, errors in curves:
