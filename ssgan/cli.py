@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -46,12 +47,17 @@ def cli(quiet: bool) -> None:
               "on a GPU about the time of one seed).")
 @click.option("--members", type=int, help="Train K ssgan runs of the split (training seeds S, S+1000, ...) at once "
               "and log their ensemble: class probabilities averaged, one MLflow run and model.")
-def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members) -> None:
+@click.option("--resume", is_flag=True, help="Continue the unfinished run whose training state --out holds "
+              "(OUT/train_state.pt, saved while training and on Ctrl-C or SIGTERM), with the same config.")
+def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members, resume) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
     from ssgan.run import run_training, run_training_seeds
     from ssgan.serving import check_alias
 
     check_alias(alias)
+    if resume and (seeds is not None or members is not None):
+        raise SSGANError("--resume continues one run; it does not apply to --seeds or --members")
+    signal.signal(signal.SIGTERM, _stop)  # a batch system's stop request: save the state, like Ctrl-C
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
     keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
@@ -70,12 +76,16 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         click.echo(json.dumps([{"split_seed": s["split_seed"], **{k: s[k] for k in keys}} for s in summaries]))
         summary = summaries[0]
     else:
-        summary = run_training(cfg, out_dir, register=register_name, alias=alias)
+        summary = run_training(cfg, out_dir, register=register_name, alias=alias, resume=resume)
         click.echo(json.dumps({k: summary[k] for k in keys}))
     if summary["stop_reason"] not in ("completed", "interrupted"):
         click.echo(f"stopped early ({summary['stop_reason']}): {summary['stop_message']}; "
                    f"the last good epoch's weights and all metrics are in run {summary['run_id']}", err=True)
         sys.exit(3)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _seed_list(text: str) -> list[int]:

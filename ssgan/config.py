@@ -90,6 +90,9 @@ class TrainConfig:
     #                                 (it also computes the real rows' input gradients: more FLOPs)
     cuda_graph: Optional[bool] = None  # the whole step as one CUDA graph, replayed (ssgan/graphs.py);
     #                                    null = on when training on a CUDA GPU and the step allows it
+    state_every_s: float = 60.0  # `ssgan train --out DIR`: seconds between saves of the training state to
+    #                             DIR/train_state.pt (also saved on Ctrl-C or SIGTERM), which `--resume`
+    #                             continues from; at most this much training is lost to a crash; 0 = every epoch
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.leaky_slope": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.wn_init_std": (lambda v: v > 0, "> 0"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.state_every_s": (lambda v: v >= 0, ">= 0"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),
     "train.steps_per_epoch": (lambda v: v is None or v >= 1, ">= 1 or null"),
     "train.lr": (lambda v: v > 0, "> 0"),

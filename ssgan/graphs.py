@@ -6,7 +6,7 @@ takes longer than running them, so the GPU idles between kernels. A CUDA graph r
 
 What replaying needs, and where it comes from:
 * the same tensors every step: inputs are copied into fixed buffers before each replay, and batches
-  always have the same shape (`index_stream` yields full batches only);
+  always have the same shape (`IndexStream` yields full batches only);
 * no host sync inside the step: losses stay on the device (train_step returns them detached, the
   bookkeeping updates its tensors in place);
 * optimizer state and learning rate on the device: Adam with `capturable=True` and the learning rate

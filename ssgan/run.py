@@ -13,7 +13,8 @@ from torch import nn
 from ssgan.config import Config, replace, to_dict
 from ssgan.data import Split, load_split
 from ssgan.evaluate import evaluate
-from ssgan.errors import ConfigError
+from ssgan.errors import ConfigError, SSGANError
+from ssgan.resume import STATE_FILE, check_state, describe, load_state, save_state
 from ssgan.tracking import RunLogger, log_evaluation, resolve_uri, use_store
 from ssgan.train import check_plan, fit, resolve_device
 
@@ -23,32 +24,67 @@ log = logging.getLogger("ssgan")
 def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
                  nested: bool = False, tags: Optional[dict[str, str]] = None,
                  run_id: Optional[str] = None, register: Optional[str] = None,
-                 alias: str = "champion") -> dict[str, Any]:
+                 alias: str = "champion", resume: bool = False) -> dict[str, Any]:
     """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json).
 
     `nested=True` opens the run as a child of the active run (ablations, comparisons); `run_id` records
     into that existing run instead of a new one (a comparison creates its child runs up front).
-    `register`: also register the logged model under that name, with `alias` pointing at the new version."""
+    `register`: also register the logged model under that name, with `alias` pointing at the new version.
+    With `out_dir` the training state is saved to OUT/train_state.pt as training goes (ssgan/resume.py) and
+    removed when the run completes; `resume=True` continues the run saved there, in its MLflow run."""
     import mlflow
 
     if register and not cfg.tracking.log_model:
         raise ConfigError("--register needs the model to be logged; drop tracking.log_model=false")
+    state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+    if resume and state_path is None:
+        raise ConfigError("--resume continues the run saved in OUT/train_state.pt: give its --out")
+    state = load_state(state_path) if resume else None
+    if state is None and state_path is not None and (saved := describe(state_path)):
+        raise ConfigError(f"{state_path} holds an unfinished {saved}: add --resume to continue it, or delete the "
+                          "file (or choose another --out) to start a new run")
     split = load_split(cfg.data)  # data and plan errors surface before a run is opened
     check_plan(cfg, split)
+    device = resolve_device(cfg.train.device)
+    if state is not None:
+        check_state(state, cfg, split.split_hash, device)
+        run_id = state["run_id"]
     experiment_id = use_store(cfg)
     log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
              cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=cfg.tracking.run_name,
-                          nested=nested) as run:
-        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
+    with _open_run(run_id, experiment_id, cfg.tracking.run_name, nested) as run:
+        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx), log_config=state is None)
         if tags:
             mlflow.set_tags(tags)
-        result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress)
+        if state is not None:
+            mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
+
+        def save(s: dict[str, Any]) -> None:
+            save_state(state_path, s, cfg, split.split_hash, run_id=run.info.run_id)
+            log.info("training state after epoch %d saved to %s", s["epoch"], state_path)
+
+        result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress, resume=state,
+                     on_state=save if state_path is not None else None)
         summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, result.classifier, result.generator,
                           len(result.history), result.seconds, result.stop_reason, result.stop_message,
                           result.watchdog_warnings, register, alias)
+    if state_path is not None and result.stop_reason == "completed":
+        state_path.unlink(missing_ok=True)
+    elif state_path is not None:
+        log.warning("to continue this run: the same command with --resume (state in %s)", state_path)
     _write(summary, out_dir, "summary.json")
     return summary
+
+
+def _open_run(run_id: Optional[str], experiment_id: str, run_name: Optional[str], nested: bool):
+    import mlflow
+
+    try:
+        return mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                                run_name=None if run_id else run_name, nested=nested)
+    except mlflow.exceptions.MlflowException as e:
+        raise SSGANError(f"cannot open MLflow run {run_id}: {str(e).splitlines()[0]}; is tracking.uri the store "
+                         "the run was started in?") from None
 
 
 def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Path] = None,

@@ -33,7 +33,7 @@ from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
 from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
-                         g_objective, index_stream, resolve_device, set_matmul_precision)
+                         g_objective, IndexStream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
 from ssgan.watchdog import Watchdog
 
@@ -161,10 +161,10 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
         torch.manual_seed(s)
         init_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(s))[:500]
         per_seed.append(build_nets(cfg, split.input_shape, K, device, x_init=data.inputs(init_idx)))
-        lb_streams.append(index_stream(len(split.labeled_idx), t.batch_size, torch.Generator().manual_seed(s),
+        lb_streams.append(IndexStream(len(split.labeled_idx), t.batch_size, torch.Generator().manual_seed(s),
                                        index_device, chunk))
-        ulb_streams.append(index_stream(len(data), t.batch_size, torch.Generator().manual_seed(s + 1), index_device, chunk))
-        ulb2_streams.append(index_stream(len(data), t.batch_size, torch.Generator().manual_seed(s + 2), index_device, chunk))
+        ulb_streams.append(IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(s + 1), index_device, chunk))
+        ulb2_streams.append(IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(s + 2), index_device, chunk))
     x_lb_all = torch.stack([s.x_train[s.labeled_idx] for s in splits]).to(device)  # (S, L, *input_shape)
     y_lb_all = torch.stack([s.y_train[s.labeled_idx] for s in splits]).to(device)  # (S, L)
     rows = torch.arange(len(seeds), device=device).unsqueeze(1)  # (S, 1): picks each seed's own labeled rows

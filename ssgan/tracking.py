@@ -65,13 +65,16 @@ def use_store(cfg: Config) -> str:
 class RunLogger:
     """Everything one training run records in MLflow. Use inside an active `mlflow.start_run()`."""
 
-    def __init__(self, cfg: Config, split_hash: str, num_labels: int):
+    def __init__(self, cfg: Config, split_hash: str, num_labels: int, log_config: bool = True):
+        """`log_config=False`: a resumed run, whose params are recorded already (MLflow keeps a param's
+        first value; tracking settings may differ on resume)."""
         import mlflow
 
         self.mlflow, self.cfg = mlflow, cfg
-        mlflow.log_params({k: _param(v) for k, v in flatten(cfg).items()})
-        mlflow.set_tags({"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels)})
-        mlflow.log_dict(to_dict(cfg), "config.yaml")
+        if log_config:
+            mlflow.log_params({k: _param(v) for k, v in flatten(cfg).items()})
+            mlflow.set_tags({"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels)})
+            mlflow.log_dict(to_dict(cfg), "config.yaml")
         self._fixed_z: Optional[torch.Tensor] = None
 
     def log_epoch(self, epoch: int, metrics: dict[str, float], generator: Optional[torch.nn.Module]) -> None:

@@ -12,7 +12,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from ssgan.losses import (conditional_entropy, feature_matching_loss, non_satura
 from ssgan.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                           init_from_data, sample_noise)
 from ssgan.monitor import collapse_metrics
+from ssgan.resume import Parts, capture, check_state, restore
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_lr, set_noise_scale
 from ssgan.watchdog import Watchdog
 
@@ -281,12 +282,17 @@ def predict_proba(model: nn.Module, x: torch.Tensor, num_classes: int, batch_siz
 EpochCallback = Callable[[int, dict[str, float], Optional[nn.Module]], None]
 
 
-def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, progress: Optional[bool] = None) -> TrainResult:
+def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, progress: Optional[bool] = None,
+        resume: Optional[dict[str, Any]] = None, on_state: Optional[Callable[[dict[str, Any]], None]] = None) -> TrainResult:
     """Train per `cfg` on `split`. `on_epoch(epoch, metrics, generator)` is called after every epoch.
 
     `progress=None` shows tqdm bars only on a TTY. Ctrl-C stops cleanly after the current step. When
     the watchdog stops training, the networks are rolled back to the end of the last good epoch.
     Either way the result says why training stopped (`stop_reason`).
+
+    `on_state(state)` receives the whole training state after the latest finished epoch (ssgan/resume.py)
+    every `train.state_every_s` seconds and when training stops early; `resume=state` continues such a
+    run after its last epoch, and it ends as the uninterrupted run would.
     """
     t, tricks = cfg.train, cfg.tricks
     device = resolve_device(t.device)
@@ -305,15 +311,23 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     steps, total = check_plan(cfg, split)
     schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None], lambda s: lr_factor(t, tricks, s, total))
     # the same labeled batches in both modes
-    lb_stream = index_stream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed), index_device, chunk)
+    lb_stream = IndexStream(len(idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed), index_device, chunk)
     # D's and G's unlabeled batches come from two independent passes: each sees every example once per epoch
-    ulb_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 1), index_device, chunk)
-    ulb2_stream = index_stream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 2), index_device, chunk)
+    ulb_stream = IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 1), index_device, chunk)
+    ulb2_stream = IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 2), index_device, chunk)
     z_probe = torch.rand(256, cfg.model.noise_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
     c_probe = torch.arange(256, device=device) % split.num_classes  # every class equally, for a conditional G
     watchdog = Watchdog(tricks.watchdog, device, adversarial=nets.G is not None)
     check_every = min(tricks.watchdog.patience, 50)
-    good = _snapshot(nets, ema)  # the last good state, restored when the watchdog stops training
+    parts = Parts(nets, ([ema] if ema else []) + compared, schedule, [lb_stream, ulb_stream, ulb2_stream], watchdog, device)
+    result = TrainResult(classifier=evaluated, generator=nets.G)
+    if resume is not None:
+        check_state(resume, cfg, split.split_hash, device)
+        restore(parts, resume)
+        result.history = list(resume["history"])
+        log.info("resuming after epoch %d of %d", len(result.history), t.epochs)
+    spent = resume["seconds"] if resume is not None else 0.0  # training seconds before this call
+    good = capture(parts, len(result.history), result.history, spent)  # the last good state: saved, or rolled back to
     keys: list[str] = []  # the losses train_step returns, in order
     sums = torch.zeros(0, device=device)  # their per-epoch sums, on the device, updated in place
 
@@ -331,14 +345,13 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
 
     run_step = GraphedStep(step) if nets.graphed else step
 
-    result = TrainResult(classifier=evaluated, generator=nets.G)
-    start = time.perf_counter()
+    start = saved_at = time.perf_counter()
     nets.D.train()
     set_noise_scale(nets.D, noise_scale(tricks, 0, total))
     if nets.G is not None:
         nets.G.train()
     try:
-        for epoch in range(1, t.epochs + 1):
+        for epoch in range(len(result.history) + 1, t.epochs + 1):
             epoch_start = time.perf_counter()
             sums.zero_()
             for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
@@ -366,18 +379,24 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
             metrics["epoch_seconds"] = time.perf_counter() - epoch_start
             if _watch(watchdog, result, metrics.get("gen_diversity")):
                 break
-            good = _snapshot(nets, ema)
             result.history.append(metrics)
             log.info("epoch %d/%d  %s", epoch, t.epochs, "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
             if on_epoch:
                 on_epoch(epoch, metrics, nets.G)
+            # after on_epoch: a state never says an epoch is done whose metrics were not handed on
+            good = capture(parts, epoch, result.history, spent + time.perf_counter() - start)
+            if on_state and epoch < t.epochs and time.perf_counter() - saved_at >= t.state_every_s:
+                on_state(good)
+                saved_at = time.perf_counter()
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
         log.warning("interrupted: keeping the %d finished epoch(s)", len(result.history))
     if result.stop_reason not in ("completed", "interrupted"):
-        _restore(nets, ema, good)
+        restore(parts, good)
         log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.history), result.stop_message)
-    result.seconds = time.perf_counter() - start
+    if on_state and result.stop_reason != "completed":
+        on_state(good)
+    result.seconds = spent + time.perf_counter() - start
     if isinstance(run_step, GraphedStep):
         result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"
     evaluated.eval()
@@ -415,18 +434,6 @@ def _watch(watchdog: Watchdog, result, diversity: Optional[float]) -> bool:
     return True
 
 
-def _snapshot(nets: Nets, ema: Optional[EMA]) -> dict[str, dict]:
-    models = {"D": nets.D, "G": nets.G, "ema": ema.model if ema else None}
-    return {k: copy.deepcopy(m.state_dict()) for k, m in models.items() if m is not None}
-
-
-def _restore(nets: Nets, ema: Optional[EMA], state: dict[str, dict]) -> None:
-    models = {"D": nets.D, "G": nets.G, "ema": ema.model if ema else None}
-    for k, m in models.items():
-        if m is not None:
-            m.load_state_dict(state[k])
-
-
 @torch.no_grad()
 def _accuracy(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, num_classes: int) -> float:
     """Test accuracy, counted on the training device: one host sync, and on a GPU one forward
@@ -443,31 +450,47 @@ def _accuracy(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, num_
     return correct.item() / max(len(x_test), 1)
 
 
-def index_stream(n: int, batch_size: int, gen: torch.Generator, device: Optional[torch.device] = None,
-                 chunk: int = 0):
+class IndexStream:
     """Endless batches of indices into range(n): each pass is a fresh permutation, so every example
     is drawn once per pass; a batch larger than n spans several passes (small labeled sets).
 
     Permutations are drawn on the host from `gen`, so the batches are the same on every device and for
     every `chunk`. They move to `device` (if given) `chunk` or more indices at a time: on a GPU the
     steps then make no host-to-device copy (a copy from pageable memory would make the host wait for
-    the GPU at every step)."""
-    ahead = chunk > 0
-    buf = torch.empty(0, dtype=torch.int64, device=device)
-    while True:
-        if len(buf) < batch_size:
-            perms, have = [], len(buf)
-            while have < (max(batch_size, chunk) if ahead else batch_size):
-                perms.append(torch.randperm(n, generator=gen))
-                have += n
-            fresh = torch.cat(perms)
-            if device is not None and device.type == "cuda":
-                fresh = fresh.pin_memory().to(device, non_blocking=True)
-            elif device is not None:
-                fresh = fresh.to(device)
-            buf = torch.cat([buf, fresh]) if len(buf) else fresh
-        yield buf[:batch_size]
-        buf = buf[batch_size:]
+    the GPU at every step). `state_dict` says where the stream is, so a resumed run draws on exactly."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator, device: Optional[torch.device] = None,
+                 chunk: int = 0):
+        self.n, self.batch_size, self.gen, self.device, self.chunk = n, batch_size, gen, device, chunk
+        self.buf = torch.empty(0, dtype=torch.int64, device=device)  # drawn, not yet served
+
+    def __iter__(self) -> "IndexStream":
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if len(self.buf) < self.batch_size:
+            self._draw()
+        batch, self.buf = self.buf[: self.batch_size], self.buf[self.batch_size :]
+        return batch
+
+    def _draw(self) -> None:
+        perms, have = [], len(self.buf)
+        while have < max(self.batch_size, self.chunk):
+            perms.append(torch.randperm(self.n, generator=self.gen))
+            have += self.n
+        fresh = torch.cat(perms)
+        if self.device is not None and self.device.type == "cuda":
+            fresh = fresh.pin_memory().to(self.device, non_blocking=True)
+        elif self.device is not None:
+            fresh = fresh.to(self.device)
+        self.buf = torch.cat([self.buf, fresh]) if len(self.buf) else fresh
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"gen": self.gen.get_state(), "buf": self.buf}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["gen"])
+        self.buf = state["buf"].to(self.buf.device)
 
 
 class Schedule:

@@ -6,7 +6,7 @@ import torch
 
 from ssgan.config import Config, replace
 from ssgan.data import load_split
-from ssgan.train import EMA, build_nets, fit, index_stream, predict_proba, train_step
+from ssgan.train import EMA, IndexStream, build_nets, fit, predict_proba, train_step
 from ssgan.tricks import lr_factor
 
 TINY = {"model.d_hidden": [16, 8], "model.g_hidden": [16], "model.noise_dim": 4,
@@ -191,14 +191,14 @@ def test_speed_switches_train_on_cpu_with_the_same_api(npz_path, switch):
 
 
 def test_each_unlabeled_pass_draws_every_example_once():
-    stream = index_stream(60, 20, torch.Generator().manual_seed(0))
+    stream = IndexStream(60, 20, torch.Generator().manual_seed(0))
     for _ in range(3):  # three passes (epochs of 60 // 20 steps)
         drawn = torch.cat([next(stream) for _ in range(3)])
         assert sorted(drawn.tolist()) == list(range(60))
 
 
 def test_labeled_batches_larger_than_the_labeled_set_span_passes():
-    stream = index_stream(6, 10, torch.Generator().manual_seed(0))
+    stream = IndexStream(6, 10, torch.Generator().manual_seed(0))
     batch = next(stream)
     assert len(batch) == 10 and set(batch[:6].tolist()) == set(range(6))
 
@@ -212,8 +212,8 @@ def test_host_memory_batches_give_the_same_training_as_device_resident_ones(npz_
 
 
 def test_index_batches_are_the_same_whether_drawn_ahead_in_chunks_or_not():
-    plain = index_stream(7, 10, torch.Generator().manual_seed(3))
-    ahead = index_stream(7, 10, torch.Generator().manual_seed(3), torch.device("cpu"), chunk=50)
+    plain = IndexStream(7, 10, torch.Generator().manual_seed(3))
+    ahead = IndexStream(7, 10, torch.Generator().manual_seed(3), torch.device("cpu"), chunk=50)
     for _ in range(20):
         assert torch.equal(next(plain), next(ahead))
 

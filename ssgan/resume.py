@@ -1,0 +1,137 @@
+"""Resumable training: everything `fit` changes while it trains, captured at an epoch boundary.
+
+A long run (300 epochs of MNIST-100 take hours on a CPU) should survive Ctrl-C, a SIGTERM from a batch
+system or a crash. `fit` captures the state after every epoch (it is also the state the watchdog rolls
+back to) and hands it to `on_state` every `train.state_every_s` seconds and when it stops early;
+`ssgan train --out DIR` writes it to DIR/train_state.pt and `ssgan train --out DIR --resume` continues
+the same MLflow run from it. A resumed run ends as the uninterrupted run would: the same weights, the
+same batches and noise draws, the same metrics (on the same kind of device).
+
+The state holds: D, G and the EMA copies (with their update counts), both optimizers, the learning-rate
+schedule's step, the three batch-index streams, the global RNGs, the watchdog's counters, the epochs
+done with their metrics and the training seconds spent.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ssgan.config import Config, flatten
+from ssgan.errors import ConfigError, SSGANError
+
+STATE_FILE = "train_state.pt"
+FORMAT = 1
+# Keys that do not change what training computes: a resumed run may change them.
+FREE_KEYS = ("tracking.", "tricks.watchdog.", "train.state_every_s", "train.device", "data.root", "data.download")
+
+
+@dataclass
+class Parts:
+    """What a training run changes as it goes (train.py's objects)."""
+
+    nets: Any  # train.Nets
+    emas: list  # train.EMA: the evaluated average first (when train.ema_decay > 0), then train.ema_compare's
+    schedule: Any  # train.Schedule
+    streams: list  # train.IndexStream: labeled, unlabeled (D), unlabeled (G)
+    watchdog: Any  # watchdog.Watchdog
+    device: torch.device
+
+
+def capture(parts: Parts, epoch: int, history: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+    """A deep copy of the training state after `epoch` epochs (tensors stay on their device)."""
+    nets, wd = parts.nets, parts.watchdog
+    state = {
+        "format": FORMAT, "epoch": epoch, "history": history, "seconds": seconds, "device_type": parts.device.type,
+        "D": nets.D.state_dict(), "G": nets.G.state_dict() if nets.G is not None else None,
+        "opt_d": nets.opt_d.state_dict(), "opt_g": nets.opt_g.state_dict() if nets.opt_g is not None else None,
+        "emas": [{"model": e.model.state_dict(), "updates": e.updates} for e in parts.emas],
+        "schedule_steps": parts.schedule.steps,
+        "streams": [s.state_dict() for s in parts.streams],
+        "watchdog": {"low_streak": wd.low_streak, "max_streak": wd.max_streak, "finite": wd.finite},
+        "rng": {"cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(parts.device) if parts.device.type == "cuda" else None},
+    }
+    return copy.deepcopy(state)
+
+
+def restore(parts: Parts, state: dict[str, Any]) -> None:
+    """Put a captured state back: networks and averages in place, so CUDA graphs stay valid."""
+    nets, wd = parts.nets, parts.watchdog
+    nets.D.load_state_dict(state["D"])
+    nets.opt_d.load_state_dict(state["opt_d"])
+    if nets.G is not None:
+        nets.G.load_state_dict(state["G"])
+        nets.opt_g.load_state_dict(state["opt_g"])
+    for ema, saved in zip(parts.emas, state["emas"]):
+        ema.model.load_state_dict(saved["model"])
+        ema.updates = saved["updates"]
+    parts.schedule.steps = state["schedule_steps"] - 1
+    parts.schedule.step()  # sets the learning rate of that step
+    for stream, saved in zip(parts.streams, state["streams"]):
+        stream.load_state_dict(saved)
+    for name in ("low_streak", "max_streak", "finite"):
+        getattr(wd, name).copy_(state["watchdog"][name])
+    torch.set_rng_state(state["rng"]["cpu"])
+    if state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], parts.device)
+
+
+def check_state(state: dict[str, Any], cfg: Config, split_hash: str, device: torch.device) -> None:
+    """A state continues only the run it came from: same config (but FREE_KEYS), same labeled split,
+    same kind of device (the RNG streams differ between CPU and CUDA)."""
+    saved, now = state["config"], _fingerprint(cfg)
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+        diff = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:4])
+        raise ConfigError(f"the saved training state is of a run with another config: {diff}; resume with the "
+                          "same config and --set options, or start a new run elsewhere")
+    if state["split_hash"] != split_hash:
+        raise ConfigError("the saved training state is of a run on other labeled data (split hash "
+                          f"{state['split_hash']}, now {split_hash}); resume on the same data")
+    if state["device_type"] != device.type:
+        raise ConfigError(f"the training state was saved on {state['device_type']}; resume it on the same kind of "
+                          f"device (train.device), not {device.type}")
+    if state["epoch"] >= cfg.train.epochs:
+        raise ConfigError(f"the saved run already trained all {cfg.train.epochs} epochs; nothing to resume")
+
+
+def save_state(path: str | Path, state: dict[str, Any], cfg: Config, split_hash: str, **extra: Any) -> None:
+    """Write atomically (a crash mid-write leaves the previous state), with what `check_state` checks."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({**state, "config": _fingerprint(cfg), "split_hash": split_hash, **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SSGANError(f"no training state at {path}: nothing to resume (`ssgan train --out DIR` writes it while "
+                         "training and removes it when the run completes); drop --resume to start a new run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged or foreign file
+        raise SSGANError(f"{path} is not a readable ssgan training state ({type(e).__name__}); delete it and "
+                         "start a new run") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SSGANError(f"{path} is not an ssgan training state of this version; delete it and start a new run")
+    return state
+
+
+def describe(path: str | Path) -> Optional[str]:
+    """'run R at epoch E of N' for an existing state file, else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = load_state(path)
+    return f"run {state.get('run_id')} at epoch {state['epoch']} of {state['config'].get('train.epochs')}"
+
+
+def _fingerprint(cfg: Config) -> dict[str, Any]:
+    return {k: v for k, v in flatten(cfg).items() if not k.startswith(FREE_KEYS)}

@@ -1,0 +1,160 @@
+"""Resumable training: a run stopped after any epoch and resumed ends as the uninterrupted run would."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssgan.cli import cli
+from ssgan.config import replace
+from ssgan.data import load_split
+from ssgan.errors import ConfigError, SSGANError
+from ssgan.resume import load_state, save_state
+from ssgan.train import fit
+
+from test_train import tiny_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+# Everything that draws random numbers or keeps state across epochs: Gaussian noise, label smoothing and
+# flipping, a labeled batch (10) larger than the labeled set (6) so batches span passes, Adam, the EMA
+# and a compared EMA with their warm-up counts, a decaying learning rate.
+STATEFUL = {"train.epochs": 4, "tricks.label_smoothing": True, "tricks.label_flip": True,
+            "train.ema_compare": [0.99], "train.lr_schedule": "linear_decay", "train.decay_start": 0.3}
+
+
+def _stop_after(epoch):
+    def on_epoch(e, metrics, generator):
+        if e == epoch:
+            raise KeyboardInterrupt
+
+    return on_epoch
+
+
+def _without_times(history):
+    return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in history]
+
+
+@pytest.mark.parametrize("stop_epoch", [1, 3])
+@pytest.mark.parametrize("mode", ["ssgan", "supervised"])
+def test_a_run_stopped_after_an_epoch_and_resumed_ends_as_the_uninterrupted_run(tmp_path, npz_path, stop_epoch, mode):
+    cfg = tiny_cfg(npz_path, mode=mode, **STATEFUL)
+    split = load_split(cfg.data)
+    whole = fit(cfg, split, progress=False)
+
+    saved = []
+    first = fit(cfg, split, progress=False, on_epoch=_stop_after(stop_epoch), on_state=saved.append)
+    assert first.stop_reason == "interrupted" and saved[-1]["epoch"] == stop_epoch - 1  # Ctrl-C inside the callback
+    save_state(tmp_path / "state.pt", saved[-1], cfg, split.split_hash)  # through a file, as the CLI does
+
+    rest = fit(cfg, split, progress=False, resume=load_state(tmp_path / "state.pt"))
+    assert rest.stop_reason == "completed" and len(rest.history) == 4
+    assert _without_times(rest.history) == _without_times(whole.history)
+    for a, b in [(whole.classifier, rest.classifier)] + ([(whole.generator, rest.generator)] if mode == "ssgan" else []):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name
+    assert rest.seconds >= saved[-1]["seconds"]
+
+
+def test_the_state_is_handed_on_every_epoch_with_state_every_zero_and_not_after_the_last(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 3, "train.state_every_s": 0})
+    saved = []
+    fit(cfg, load_split(cfg.data), progress=False, on_state=saved.append)
+    assert [s["epoch"] for s in saved] == [1, 2]  # a completed run needs no state
+
+
+def test_a_watchdog_stop_hands_on_the_last_good_epoch(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 3, "tricks.watchdog.d_loss_below": 1e9, "tricks.watchdog.patience": 4})
+    saved = []
+    result = fit(cfg, load_split(cfg.data), progress=False, on_state=saved.append)
+    assert result.stop_reason == "d_loss_collapse" and saved[-1]["epoch"] == len(result.history) == 1
+
+
+def test_resuming_checks_the_state_belongs_to_this_run(tmp_path, npz_path):
+    cfg = tiny_cfg(npz_path, **STATEFUL)
+    split = load_split(cfg.data)
+    saved = []
+    fit(cfg, split, progress=False, on_epoch=_stop_after(2), on_state=saved.append)
+    save_state(tmp_path / "state.pt", saved[-1], cfg, split.split_hash)
+    state = load_state(tmp_path / "state.pt")
+
+    with pytest.raises(ConfigError, match=r"another config: train\.lr \(0\.003 -> 0\.001\)"):
+        fit(replace(cfg, **{"train.lr": 0.001}), split, resume=state)
+    other = replace(cfg, **{"data.split_seed": 1})
+    with pytest.raises(ConfigError, match="another config: data.split_seed"):
+        fit(other, load_split(other.data), resume=state)
+    with pytest.raises(ConfigError, match="already trained all 1 epochs"):
+        fit(replace(cfg, **{"train.epochs": 1}), split, resume={**state, "config": {**state["config"], "train.epochs": 1}})
+    # what does not change training may change: where runs are tracked, the watchdog, the save interval
+    free = replace(cfg, **{"tracking.experiment": "elsewhere", "tricks.watchdog.patience": 9, "train.state_every_s": 5})
+    assert len(fit(free, split, progress=False, resume=state).history) == 4
+
+    (tmp_path / "junk.pt").write_bytes(b"not a state")
+    with pytest.raises(SSGANError, match="not a readable ssgan training state"):
+        load_state(tmp_path / "junk.pt")
+    with pytest.raises(SSGANError, match="no training state at"):
+        load_state(tmp_path / "missing.pt")
+
+
+def _cli_args(npz_path, out, store_uri, *extra):
+    return ["train", "-c", str(ROOT / "configs/smoke.yaml"), "--out", str(out),
+            "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
+            "--set", f"tracking.uri={store_uri}", "--set", "tracking.sample_every=0", "--set", "train.state_every_s=0",
+            *extra]
+
+
+def test_a_cli_run_stopped_by_sigterm_resumes_into_the_same_mlflow_run(tmp_path, npz_path, store_uri):
+    out, epochs = tmp_path / "out", 40
+    args = _cli_args(npz_path, out, store_uri, "--set", f"train.epochs={epochs}", "--set", "train.steps_per_epoch=10")
+    proc = subprocess.Popen([sys.executable, "-c", "from ssgan.cli import main; main()", "-q", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "train_state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # what a batch system sends before it kills a job
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    stopped = json.loads((out / "summary.json").read_text())
+    assert stopped["stop_reason"] == "interrupted" and "--resume" in stderr
+    done_before = load_state(out / "train_state.pt")["epoch"]
+    assert 1 <= done_before < epochs
+
+    result = CliRunner().invoke(cli, ["-q", *args, "--resume"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run_id"] == stopped["run_id"] and summary["stop_reason"] == "completed"
+    assert summary["epochs_completed"] == epochs and not (out / "train_state.pt").exists()
+    mlflow.set_tracking_uri(store_uri)
+    client = mlflow.MlflowClient()
+    steps = {m.step for m in client.get_metric_history(summary["run_id"], "loss_d")}
+    assert steps == set(range(1, epochs + 1))  # every epoch's metrics, in the one run
+    assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
+
+
+def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
+    def run(*args):
+        result = CliRunner().invoke(cli, ["-q", *args])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        return result.output
+
+    smoke = ["train", "-c", str(ROOT / "configs/smoke.yaml")]
+    assert "give its --out" in run(*smoke, "--resume")
+    assert "not apply to --seeds" in run(*smoke, "--resume", "--out", str(tmp_path), "--seeds", "0,1")
+    assert "no training state at" in run(*_cli_args(npz_path, tmp_path / "empty", store_uri), "--resume")
+
+    # a state left by an unfinished run is not overwritten by a new run, nor resumed with another config
+    out = tmp_path / "out"
+    cfg = tiny_cfg(npz_path)
+    split = load_split(cfg.data)
+    saved = []
+    fit(cfg, split, progress=False, on_epoch=_stop_after(2), on_state=saved.append)
+    save_state(out / "train_state.pt", saved[-1], cfg, split.split_hash, run_id="abc")
+    assert "holds an unfinished run abc at epoch 1" in run(*_cli_args(npz_path, out, store_uri))
+    assert "another config" in run(*_cli_args(npz_path, out, store_uri), "--resume")
+    assert (out / "train_state.pt").exists()
