@@ -14,6 +14,9 @@
 #   bash bench/gpu.sh seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml --set "train.ema_compare=[0.9999]"
 #                                   # the same with Dai et al.'s settings (1.1 % on this CPU in 100 epochs, README)
 # Extra arguments after the seeds go to bench/gpu_recipe.py (e.g. --config configs/mnist-100-salimans.yaml).
+# The runs save their training state in .gpu_state/ (ignored by git, kept on the machine between calls):
+# a run that the deadline cuts off continues where it stopped when the same command (same arguments) is run
+# again on the still-warm machine (it is handed back after 30 s idle: call again at once).
 # BUDGET_S (default 540) bounds the call. The device tool returns at most 8 files: run it as
 #   D=$OUT; mkdir -p /tmp/res; OUT=/tmp/res bash bench/gpu.sh checks | tee $D/gpu.log; tar czf $D/results.tgz -C /tmp/res .
 set -u
@@ -22,6 +25,7 @@ OUT=${OUT:-bench/results/gpu}
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
 left() { echo $(( DEADLINE - $(date +%s) )); }
 MODE=${1:-checks}
+KEY=$(echo "$*" | md5sum | cut -c1-12)  # the training-state file of exactly these arguments
 mkdir -p "$OUT/seeds" /tmp/ds/MNIST/raw
 for f in .gpu_data/*.gz; do gunzip -c "$f" > /tmp/ds/MNIST/raw/"$(basename "$f" .gz)"; done
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -44,12 +48,14 @@ checks)
   ;;
 seeds)
   echo "== full recipe, seeds $2 at once (left $(left) s)"
-  timeout $(( $(left) - 10 )) python3 bench/gpu_recipe.py --seeds "$2" --root /tmp/ds --out "$OUT/seeds" "${@:3}" 2>&1 | grep -v "^\s*$" | tail -5
+  timeout $(( $(left) - 40 )) python3 bench/gpu_recipe.py --seeds "$2" --root /tmp/ds --out "$OUT/seeds" \
+    --state ".gpu_state/$KEY.pt" "${@:3}" 2>&1 | grep -v "^\s*$" | tail -6
   for f in "$OUT"/seeds/*.jsonl; do echo "$f: $(tail -n 1 "$f" | cut -c1-120)"; done
   ;;
 alone)
   echo "== full recipe, seed $2 alone (left $(left) s)"
-  timeout $(( $(left) - 10 )) python3 bench/gpu_recipe.py --seed "$2" --root /tmp/ds --out "$OUT" "${@:3}" 2>&1 | grep -v "^\s*$" | tail -3
+  timeout $(( $(left) - 40 )) python3 bench/gpu_recipe.py --seed "$2" --root /tmp/ds --out "$OUT" \
+    --state ".gpu_state/$KEY.pt" "${@:3}" 2>&1 | grep -v "^\s*$" | tail -4
   tail -n 1 "$OUT/mnist-100-seed$2.jsonl" 2>/dev/null | cut -c1-200
   ;;
 *)

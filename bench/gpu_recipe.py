@@ -15,12 +15,17 @@ With --members K each split seed S is trained K times, all at once, with trainin
 noise draws) S, S + 1000, ..., S + 1000 (K - 1): the first member is the plain run. --inits names the
 training seeds instead. Each member is OUT/mnist-100-seedS-initI.*; OUT/mnist-100-seedS-ensemble.json
 scores the members' averaged class probabilities (`bench/ensemble.py`: the same for any -probs.npy files).
+
+--state FILE saves the training state there as training goes (every train.state_every_s seconds, and on
+SIGTERM or Ctrl-C: ssgan/resume.py) and, when FILE exists, continues from it: a run cut off by a call's
+time limit goes on in the next call (the per-epoch logs are appended to), and ends as it would have.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
 from ssgan.data import load_split  # noqa: E402
+from ssgan.resume import load_state, save_state  # noqa: E402
 from ssgan.ensemble import member_seeds  # noqa: E402
 from ssgan.evaluate import evaluate  # noqa: E402
-from ssgan.seeds import fit_seeds  # noqa: E402
+from ssgan.seeds import fit_seeds, seeds_id  # noqa: E402
 from ssgan.train import check_plan, fit, predict_proba  # noqa: E402
 
 from ensemble import ensemble_report  # noqa: E402  (bench/ensemble.py)
@@ -51,6 +57,7 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs/mnist-100.yaml"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="bench/results/gpu")
+    ap.add_argument("--state", default="", help="save the training state to this file; continue from it if it exists")
     args = ap.parse_args()
     split_seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     inits = [int(x) for x in args.inits.split(",")] if args.inits else []
@@ -74,7 +81,14 @@ def main() -> None:
     loaded = {s: load_split(c.data) for (s, _), c in zip(runs, cfgs)}
     splits = [loaded[s] for s, _ in runs]
     steps, _ = check_plan(cfgs[0], splits[0])
-    logs = [(out / f"{name}.jsonl").open("w") for name in names]
+    state_path = Path(args.state) if args.state else None
+    state = load_state(state_path) if state_path and state_path.exists() else None
+    data_id = splits[0].split_hash if len(seeds) == 1 else seeds_id(seeds, splits)
+    save = (lambda s: save_state(state_path, s, cfgs[0], data_id)) if state_path else None
+    if state is not None:
+        print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
+    logs = [(out / f"{name}.jsonl").open("a" if state else "w") for name in names]
+    signal.signal(signal.SIGTERM, _stop)  # `timeout` at a call's deadline: stop cleanly, the state saved
     start = time.perf_counter()
 
     def on_epoch(epoch: int, metrics: list[dict]) -> None:
@@ -83,11 +97,16 @@ def main() -> None:
             log.flush()
 
     if len(seeds) == 1:
-        one = fit(cfgs[0], splits[0], on_epoch=lambda e, m, _g: on_epoch(e, [m]), progress=False)
+        one = fit(cfgs[0], splits[0], on_epoch=lambda e, m, _g: on_epoch(e, [m]), progress=False, resume=state,
+                  on_state=save)
         classifiers, histories, seconds, graph, stop = [one.classifier], [one.history], one.seconds, one.cuda_graph, one.stop_reason
     else:
-        many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False)
+        many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False, resume=state, on_state=save)
         classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
+    if state_path and stop == "completed":
+        state_path.unlink(missing_ok=True)
+    elif state_path:
+        print(f"stopped ({stop}) after epoch {len(histories[0])}: the same command continues from {state_path}", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine() + " CPU"
     probs = {}
     for (split_seed, seed), cfg, name, split, clf, history in zip(runs, cfgs, names, splits, classifiers, histories):
@@ -114,6 +133,10 @@ def main() -> None:
             (out / f"{stem}-seed{s}-ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
             print(f"{stem}-seed{s}: ensemble of {len(members)} test error {report['ensemble_error_pct']} % "
                   f"(members {report['member_error_pct']})", flush=True)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

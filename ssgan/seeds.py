@@ -19,7 +19,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
+from ssgan.resume import Parts, capture, check_state, restore
 from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
                          g_objective, IndexStream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
@@ -145,9 +146,11 @@ SeedsCallback = Callable[[int, list[dict[str, float]]], None]
 
 
 def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Optional[SeedsCallback] = None,
-              progress: Optional[bool] = None) -> SeedsResult:
+              progress: Optional[bool] = None, resume: Optional[dict[str, Any]] = None,
+              on_state: Optional[Callable[[dict[str, Any]], None]] = None) -> SeedsResult:
     """Train `cfg` once per seed, all seeds at once; `splits[i]` is seed i's split (data.split_seed = seeds[i]).
-    `on_epoch(epoch, metrics per seed)` is called after every epoch."""
+    `on_epoch(epoch, metrics per seed)` is called after every epoch. `on_state` and `resume`: as `fit`'s
+    (ssgan/resume.py), for all seeds together."""
     t, tricks = cfg.train, cfg.tricks
     check_seeds(cfg, splits, seeds)
     device = resolve_device(t.device)
@@ -196,14 +199,22 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
 
     run_step = GraphedStep(step) if graphed else step
     result = SeedsResult(seeds=list(seeds), classifiers=[], generators=[], histories=[[] for _ in seeds])
-    good = _snapshot(D, G, ema)
+    parts = Parts(nets, ([ema] if ema else []) + compared, schedule, [*lb_streams, *ulb_streams, *ulb2_streams],
+                  watchdog, device)
+    if resume is not None:
+        check_state(resume, cfg, seeds_id(seeds, splits), device)
+        restore(parts, resume)
+        result.histories = [list(h) for h in resume["history"]]
+        log.info("resuming after epoch %d of %d", len(result.histories[0]), t.epochs)
+    spent = resume["seconds"] if resume is not None else 0.0
+    good = capture(parts, len(result.histories[0]), result.histories, spent)
     D.train()
     set_noise_scale(D.base, noise_scale(tricks, 0, total))
     if G is not None:
         G.train()
-    start = time.perf_counter()
+    start = saved_at = time.perf_counter()
     try:
-        for epoch in range(1, t.epochs + 1):
+        for epoch in range(len(result.histories[0]) + 1, t.epochs + 1):
             epoch_start = time.perf_counter()
             sums.zero_()
             for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
@@ -236,19 +247,24 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
                     m[ema_metric(other.decay)] = a
             if _watch(watchdog, result, None):
                 break
-            good = _snapshot(D, G, ema)
             for h, m in zip(result.histories, metrics):
                 h.append(m)
             log.info("epoch %d/%d  test_accuracy %s  (%.1f s)", epoch, t.epochs, " ".join(_fmt(a) for a in acc), seconds)
             if on_epoch:
                 on_epoch(epoch, metrics)
+            good = capture(parts, epoch, result.histories, spent + time.perf_counter() - start)
+            if on_state and epoch < t.epochs and time.perf_counter() - saved_at >= t.state_every_s:
+                on_state(good)
+                saved_at = time.perf_counter()
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
         log.warning("interrupted: keeping the %d finished epoch(s)", len(result.histories[0]))
     if result.stop_reason not in ("completed", "interrupted"):
-        _restore(good, D, G, ema)
+        restore(parts, good)
         log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.histories[0]), result.stop_message)
-    result.seconds = time.perf_counter() - start
+    if on_state and result.stop_reason != "completed":
+        on_state(good)
+    result.seconds = spent + time.perf_counter() - start
     if isinstance(run_step, GraphedStep):
         result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"
     evaluated.eval()
@@ -291,15 +307,6 @@ def _accuracy(model: SeedStack, x_test: torch.Tensor, y_test: torch.Tensor, num_
     return (correct.double() / max(len(x_test), 1)).tolist()
 
 
-def _snapshot(*models: Optional[nn.Module]) -> list[Optional[dict]]:
-    return [None if m is None else copy.deepcopy(_module(m).state_dict()) for m in models]
-
-
-def _restore(state: list[Optional[dict]], *models: Optional[nn.Module]) -> None:
-    for s, m in zip(state, models):
-        if m is not None:
-            _module(m).load_state_dict(s)
-
-
-def _module(m) -> nn.Module:
-    return m.model if isinstance(m, EMA) else m
+def seeds_id(seeds: list[int], splits: list[Split]) -> str:
+    """Which seeds on which labeled data: what a saved state of several seeds must match to resume."""
+    return ",".join(f"{s}:{split.split_hash}" for s, split in zip(seeds, splits))

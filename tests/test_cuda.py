@@ -120,3 +120,18 @@ def test_fit_seeds_is_graphed_on_a_gpu(npz_path):
     result = fit_seeds(cfg, splits, [0, 1, 2], progress=False)
     assert result.cuda_graph == "on" and result.stop_reason == "completed"
     assert all(len(h) == 2 and all(torch.isfinite(torch.tensor(v)) for v in h[-1].values()) for h in result.histories)
+
+
+@pytest.mark.parametrize("graphed", [False, True])
+def test_a_resumed_cuda_run_ends_as_the_uninterrupted_run(npz_path, graphed):
+    from tests.test_resume import STATEFUL, _stop_after, _without_times
+
+    cfg = tiny_cfg(npz_path, **{**STATEFUL, "train.device": "cuda", "train.cuda_graph": graphed})
+    split = load_split(cfg.data)
+    whole = fit(cfg, split, progress=False)
+    saved = []
+    fit(cfg, split, progress=False, on_epoch=_stop_after(2), on_state=saved.append)
+    rest = fit(cfg, split, progress=False, resume=saved[-1])
+    assert _without_times(rest.history) == _without_times(whole.history)
+    for p, q in zip(whole.classifier.state_dict().values(), rest.classifier.state_dict().values()):
+        assert torch.equal(p, q)

@@ -17,9 +17,10 @@ from ssgan.config import replace
 from ssgan.data import load_split
 from ssgan.errors import ConfigError, SSGANError
 from ssgan.resume import load_state, save_state
+from ssgan.seeds import fit_seeds, seeds_id
 from ssgan.train import fit
 
-from test_train import tiny_cfg
+from tests.test_train import tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 # Everything that draws random numbers or keeps state across epochs: Gaussian noise, label smoothing and
@@ -30,7 +31,7 @@ STATEFUL = {"train.epochs": 4, "tricks.label_smoothing": True, "tricks.label_fli
 
 
 def _stop_after(epoch):
-    def on_epoch(e, metrics, generator):
+    def on_epoch(e, *metrics_and_generator):
         if e == epoch:
             raise KeyboardInterrupt
 
@@ -60,6 +61,23 @@ def test_a_run_stopped_after_an_epoch_and_resumed_ends_as_the_uninterrupted_run(
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(p, q), name
     assert rest.seconds >= saved[-1]["seconds"]
+
+
+def test_seeds_trained_at_once_resume_as_they_would_have_gone_on(tmp_path, npz_path):
+    cfg, seeds = tiny_cfg(npz_path, **STATEFUL), [0, 1]
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in seeds]
+    whole = fit_seeds(cfg, splits, seeds, progress=False)
+
+    saved = []
+    fit_seeds(cfg, splits, seeds, progress=False, on_epoch=_stop_after(3), on_state=saved.append)
+    save_state(tmp_path / "state.pt", saved[-1], cfg, seeds_id(seeds, splits))
+    rest = fit_seeds(cfg, splits, seeds, progress=False, resume=load_state(tmp_path / "state.pt"))
+    assert [_without_times(h) for h in rest.histories] == [_without_times(h) for h in whole.histories]
+    for a, b in zip(whole.classifiers + whole.generators, rest.classifiers + rest.generators):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name
+    with pytest.raises(ConfigError, match="other labeled data"):  # the same seeds, in another order
+        fit_seeds(cfg, splits[::-1], seeds[::-1], resume=load_state(tmp_path / "state.pt"))
 
 
 def test_the_state_is_handed_on_every_epoch_with_state_every_zero_and_not_after_the_last(npz_path):
