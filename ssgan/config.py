@@ -92,7 +92,7 @@ class TrainConfig:
     #                                    null = on when training on a CUDA GPU and the step allows it
     state_every_s: float = 60.0  # `ssgan train --out DIR`: seconds between saves of the training state to
     #                             DIR/train_state.pt (also saved on Ctrl-C or SIGTERM), which `--resume`
-    #                             continues from; at most this much training is lost to a crash; 0 = every epoch
+    #                             continues from (states are taken between epochs); 0 = after every epoch
 
 
 @dataclass(frozen=True)
