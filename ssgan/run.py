@@ -48,7 +48,7 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
     device = resolve_device(cfg.train.device)
     if state is not None:
         check_state(state, cfg, split.split_hash, device)
-        run_id = state["run_id"]
+        run_id = state.get("run_id")  # None: a state saved without MLflow (bench/gpu_recipe.py) opens a new run
     experiment_id = use_store(cfg)
     log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
              cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
