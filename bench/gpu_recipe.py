@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import signal
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
 from ssgan.data import load_split  # noqa: E402
-from ssgan.resume import load_state, save_state  # noqa: E402
+from ssgan.resume import load_state, save_state, stop_on_sigterm  # noqa: E402
 from ssgan.ensemble import member_seeds  # noqa: E402
 from ssgan.evaluate import evaluate  # noqa: E402
 from ssgan.seeds import fit_seeds, seeds_id  # noqa: E402
@@ -88,7 +87,7 @@ def main() -> None:
     if state is not None:
         print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
     logs = [(out / f"{name}.jsonl").open("a" if state else "w") for name in names]
-    signal.signal(signal.SIGTERM, _stop)  # `timeout` at a call's deadline: stop cleanly, the state saved
+    stop_on_sigterm()
     start = time.perf_counter()
 
     def on_epoch(epoch: int, metrics: list[dict]) -> None:
@@ -133,10 +132,6 @@ def main() -> None:
             (out / f"{stem}-seed{s}-ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
             print(f"{stem}-seed{s}: ensemble of {len(members)} test error {report['ensemble_error_pct']} % "
                   f"(members {report['member_error_pct']})", flush=True)
-
-
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -51,13 +50,14 @@ def cli(quiet: bool) -> None:
               "(OUT/train_state.pt, saved while training and on Ctrl-C or SIGTERM), with the same config.")
 def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members, resume) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
+    from ssgan.resume import stop_on_sigterm
     from ssgan.run import run_training, run_training_seeds
     from ssgan.serving import check_alias
 
     check_alias(alias)
     if resume and (seeds is not None or members is not None):
         raise SSGANError("--resume continues one run; it does not apply to --seeds or --members")
-    signal.signal(signal.SIGTERM, _stop)  # a batch system's stop request: save the state, like Ctrl-C
+    stop_on_sigterm()
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
     keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
@@ -82,10 +82,6 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         click.echo(f"stopped early ({summary['stop_reason']}): {summary['stop_message']}; "
                    f"the last good epoch's weights and all metrics are in run {summary['run_id']}", err=True)
         sys.exit(3)
-
-
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _seed_list(text: str) -> list[int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -135,3 +136,13 @@ def describe(path: str | Path) -> Optional[str]:
 
 def _fingerprint(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten(cfg).items() if not k.startswith(FREE_KEYS)}
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (a batch system's or `timeout`'s stop request) as Ctrl-C: training stops cleanly and
+    the state is saved."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
