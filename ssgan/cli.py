@@ -120,7 +120,8 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
               help="Comma-separated methods; ssgan_ensemble adds --members ssgan runs per split, averaged.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="compare", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the latest comparison with the same arguments: skip its finished runs.")
+@click.option("--resume", is_flag=True, help="Continue the latest comparison with the same arguments and --out: skip "
+              "its finished runs, continue interrupted ones from their saved training state.")
 @click.option("--seeds-at-once", is_flag=True, help="Train ssgan's (and supervised's) seeds of a budget together: "
               "on a GPU about the time of one seed.")
 @click.option("--members", type=int, default=3, show_default=True,
@@ -128,7 +129,9 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
 def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once, members) -> None:
     """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
     from ssgan.compare import Plan, run_comparison
+    from ssgan.resume import stop_on_sigterm
 
+    stop_on_sigterm()  # a batch system's stop request: the current run's state is saved, as on Ctrl-C
     plan = Plan.parse(budgets, seeds, methods, members)
     summary = run_comparison(load_config(config_path, overrides), plan, out_dir, resume=resume,
                              seeds_at_once=seeds_at_once)

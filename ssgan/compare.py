@@ -7,6 +7,10 @@ the toolkit's two modes of the same network (`train.seed` = the split seed); `ss
 and `self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
 the MLflow store holds, so `ssgan report` rebuilds it exactly.
 
+A network run (ssgan or supervised, one seed at a time) saves its training state to
+OUT/state/<parent run id>/<method>-<budget>-seed<s>.pt as it trains (ssgan/resume.py); `--resume` continues
+an interrupted or killed run from there, in its MLflow run, instead of from its first epoch.
+
 Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
 `split_hash`, `outcome` (finished | failed) and, for a failed run, `failure_reason`.
 """
@@ -25,7 +29,8 @@ from ssgan.baselines import BASELINES, run_baseline
 from ssgan.config import Config, replace, to_dict
 from ssgan.data import draw_labeled, load_split
 from ssgan.ensemble import run_ensemble
-from ssgan.errors import ConfigError
+from ssgan.errors import ConfigError, SSGANError
+from ssgan.resume import load_state
 from ssgan.run import run_training, run_training_seeds
 from ssgan.tracking import use_store
 from ssgan.train import check_plan
@@ -128,7 +133,8 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
     A run that fails (an exception, or the watchdog stops it) is recorded as failed with its reason and
     the comparison goes on. `resume=True` reopens the latest parent run with the same fingerprint and
     skips its children that MLflow has as FINISHED (a watchdog stop is deterministic, so it is not
-    retried). Ctrl-C stops after the current run; the report then lists what is missing.
+    retried); an interrupted network run goes on from its saved training state. Ctrl-C stops the current
+    run (its state is saved); the report then lists what is missing.
     """
     import mlflow
 
@@ -137,6 +143,7 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
     check_budgets(cfg, plan)
     experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
     with _parent_run(cfg, plan, experiment_id, resume) as parent:
+        states = Path(out_dir) / "state" / parent.info.run_id
         done = _finished(experiment_id, parent.info.run_id)
         todo = [r for r in plan.runs() if r not in done]
         if done:
@@ -148,13 +155,14 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
             for method, budget, seeds in _batches(todo, seeds_at_once):
                 bar.set_postfix_str(f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} "
                                     f"{','.join(map(str, seeds))}")
-                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress, plan.members)
+                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress, plan.members, states)
                 bar.update(len(seeds))
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: the report lists the runs still to do; rerun with --resume to finish")
         finally:
             bar.close()
+            _remove_empty(states)
         summary = write_report(experiment_id, parent.info.run_id, out_dir)
         for name in summary["files"]:
             mlflow.log_artifact(str(Path(out_dir) / name))
@@ -201,23 +209,27 @@ def _batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[tupl
 
 
 def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_id: str, parent_id: str,
-             progress: Optional[bool], members: int = 3) -> None:
+             progress: Optional[bool], members: int = 3, states: Optional[Path] = None) -> None:
     """One child run per seed, trained together when there are several. The runs are created here, before
-    training, so that a failure has a run to be recorded in."""
+    training, so that a failure has a run to be recorded in; a network run with a saved training state in
+    `states` continues in the run it was saved from."""
     import mlflow
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     client = mlflow.MlflowClient()
     run_cfgs = [run_config(cfg, method, budget, seed) for seed in seeds]
-    run_ids = [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
+    what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+    state_path = states / f"{method}-{budget}-seed{seeds[0]}.pt" if states and method in MODES and len(seeds) == 1 else None
+    resumed = _saved_run(state_path, what) if state_path is not None else None
+    run_ids = [resumed] if resumed else [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
         MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)}).info.run_id
         for c, seed in zip(run_cfgs, seeds)]
-    what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
     try:
         if len(seeds) > 1:
             summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True)
         elif method in MODES:
-            summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0])]
+            summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0],
+                                      state_path=state_path, resume=resumed is not None)]
         elif method == ENSEMBLE:
             summaries = [run_ensemble(run_cfgs[0], members, run_id=run_ids[0], progress=progress)]
         else:
@@ -231,7 +243,7 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
         log.warning("%s failed: %s", what, reason, exc_info=log.isEnabledFor(logging.DEBUG))
         for run_id in run_ids:
             _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
-        return
+        return  # a saved state stays: --resume retries the run from it
     for run_id, seed, s in zip(run_ids, seeds, summaries):
         if s["stop_reason"] == "interrupted":  # fit() caught the Ctrl-C
             for r in run_ids:
@@ -240,10 +252,40 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
         if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
             _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
             log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
+            if state_path is not None:  # a watchdog stop is final, not resumed
+                state_path.unlink(missing_ok=True)
             continue
         client.set_tag(run_id, "outcome", "finished")
+        if resumed and "failure_reason" in client.get_run(run_id).data.tags:  # the interruption it recovered from
+            client.delete_tag(run_id, "failure_reason")
         log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
                  s["test_accuracy"], s["test_macro_f1"])
+
+
+def _saved_run(state_path: Path, what: str) -> Optional[str]:
+    """The MLflow run a saved training state continues, or None (no state, or one that cannot be read: it
+    is removed and the run starts afresh)."""
+    if not state_path.is_file():
+        return None
+    try:
+        run_id = load_state(state_path).get("run_id")
+    except SSGANError as e:
+        run_id, reason = None, str(e)
+    else:
+        reason = "it names no MLflow run"
+    if run_id:
+        log.info("%s: continuing run %s from its saved training state", what, run_id)
+        return run_id
+    log.warning("%s: starting afresh, the saved training state is unusable: %s", what, reason)
+    state_path.unlink()
+    return None
+
+
+def _remove_empty(states: Path) -> None:
+    """The comparison's state folder, and OUT/state, once no state is left in them."""
+    for d in (states, states.parent):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 def _fail(client, run_id: str, status: str, reason: str) -> None:

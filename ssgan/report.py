@@ -110,11 +110,19 @@ def collect_rows(plan: Plan, runs: list) -> list[dict[str, Any]]:
                 "status": status, "failure_reason": reason,
                 "labels": int(t["labels"]) if "labels" in t else None, "split_hash": t.get("split_hash"),
                 **{m: run.data.metrics.get(m) for m in METRICS},
-                "seconds": (info.end_time - info.start_time) / 1000 if info.end_time else None,
+                "seconds": _seconds(run),
                 "run_id": info.run_id,
             })
         rows.append(row)
     return rows
+
+
+def _seconds(run) -> Optional[float]:
+    """Wall-clock seconds of a run; of a resumed one (end minus start would count the pause) its training
+    seconds over all its parts."""
+    if "resumed_after_epoch" in run.data.tags and "train_seconds" in run.data.metrics:
+        return run.data.metrics["train_seconds"]
+    return (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
 
 
 def summarize(rows: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
@@ -276,7 +284,8 @@ def learning_curve(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{summary['dataset']}: mean ± std over split seeds")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # no finished run yet: no legend (and no matplotlib warning)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -24,19 +24,23 @@ log = logging.getLogger("ssgan")
 def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
                  nested: bool = False, tags: Optional[dict[str, str]] = None,
                  run_id: Optional[str] = None, register: Optional[str] = None,
-                 alias: str = "champion", resume: bool = False) -> dict[str, Any]:
+                 alias: str = "champion", resume: bool = False,
+                 state_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json).
 
     `nested=True` opens the run as a child of the active run (ablations, comparisons); `run_id` records
     into that existing run instead of a new one (a comparison creates its child runs up front).
     `register`: also register the logged model under that name, with `alias` pointing at the new version.
     With `out_dir` the training state is saved to OUT/train_state.pt as training goes (ssgan/resume.py) and
-    removed when the run completes; `resume=True` continues the run saved there, in its MLflow run."""
+    removed when the run completes; `resume=True` continues the run saved there, in its MLflow run.
+    `state_path` puts the state file elsewhere (a comparison keeps one per child run)."""
     import mlflow
 
     if register and not cfg.tracking.log_model:
         raise ConfigError("--register needs the model to be logged; drop tracking.log_model=false")
-    state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+    if state_path is None and out_dir is not None:
+        state_path = Path(out_dir) / STATE_FILE
+    state_path = Path(state_path) if state_path is not None else None
     if resume and state_path is None:
         raise ConfigError("--resume continues the run saved in OUT/train_state.pt: give its --out")
     state = load_state(state_path) if resume else None
@@ -133,11 +137,14 @@ def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experime
             warnings: list[str], register: Optional[str], alias: str) -> dict[str, Any]:
     """Evaluate a trained classifier and record it in the active run: metrics, confusion matrix, model,
     summary. Returns the summary."""
+    import mlflow
+
     from ssgan.serving import log_pyfunc
     from ssgan.serving import register as serving_register
 
     ev = evaluate(classifier, split.x_test, split.y_test, split.class_names)
     log_evaluation(ev, step=epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale)
+    mlflow.log_metric("train_seconds", round(seconds, 3), step=epochs_done)  # a resumed run's, over all its parts
     model_uri = registered = None
     if cfg.tracking.log_model:
         state = {

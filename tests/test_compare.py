@@ -8,6 +8,7 @@ from typing import Optional
 
 import mlflow
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import write_tiny_npz
 
@@ -290,3 +291,57 @@ def test_each_run_of_the_plan_is_read_from_its_latest_child_run():
     assert [(r["split_seed"], r["status"], r["run_id"]) for r in rows] == [
         (0, "finished", "run0-9"), (1, "unfinished", "run1-3"), (2, "missing", None)]
     assert rows[0]["seconds"] == 2.0 and rows[0]["test_accuracy"] == 0.5 and rows[1]["seconds"] is None
+
+
+def _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, experiment):
+    """An ssgan comparison of 4 epochs stopped by Ctrl-C during epoch 3's logging (the state after
+    epoch 2 is saved, as `train.state_every_s=0` saves after every epoch)."""
+    from ssgan.tracking import RunLogger
+
+    cfg = load_config(SMOKE, data_overrides(npz_path, experiment, store_uri) + ["train.epochs=4", "train.state_every_s=0"])
+    plan = Plan.parse("6", 1, "ssgan")
+    log_epoch = RunLogger.log_epoch
+
+    def stop_in_epoch_3(self, epoch, *rest):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        log_epoch(self, epoch, *rest)
+
+    with monkeypatch.context() as m:
+        m.setattr(RunLogger, "log_epoch", stop_in_epoch_3)
+        first = run_comparison(cfg, plan, tmp_path / "out", progress=False)
+    return cfg, plan, first
+
+
+def test_an_interrupted_network_run_resumes_from_its_saved_state_in_its_own_run(tmp_path, npz_path, store_uri,
+                                                                                monkeypatch):
+    cfg, plan, first = _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, "resume-state")
+    run_id = first["runs"][0]["run_id"]
+    assert first["runs"][0]["failure_reason"] == "interrupted by the user"
+    state = tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seed0.pt"
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+
+    resumed = run_comparison(cfg, plan, tmp_path / "out", resume=True, progress=False)
+    assert resumed["complete"] and resumed["runs"][0]["run_id"] == run_id  # the same MLflow run, finished
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_after_epoch"] == "2"
+    assert run.data.tags["outcome"] == "finished" and "failure_reason" not in run.data.tags
+    assert resumed["runs"][0]["seconds"] == run.data.metrics["train_seconds"]  # not the pause between the parts
+    assert not (tmp_path / "out" / "state").exists()  # a completed run's state is removed
+
+    whole_cfg = load_config(SMOKE, data_overrides(npz_path, "resume-state-whole", store_uri)
+                            + ["train.epochs=4", "train.state_every_s=0"])
+    whole = run_comparison(whole_cfg, plan, tmp_path / "whole", progress=False)
+    assert resumed["runs"][0]["test_accuracy"] == whole["runs"][0]["test_accuracy"]
+    history = mlflow.MlflowClient().get_metric_history(run_id, "loss_d")
+    whole_history = mlflow.MlflowClient().get_metric_history(whole["runs"][0]["run_id"], "loss_d")
+    assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in whole_history]
+
+
+def test_an_unreadable_saved_state_is_dropped_and_the_run_starts_afresh(tmp_path, npz_path, store_uri, monkeypatch):
+    cfg, plan, first = _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, "resume-bad-state")
+    (tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seed0.pt").write_bytes(b"not a state")
+
+    resumed = run_comparison(cfg, plan, tmp_path / "out", resume=True, progress=False)
+    assert resumed["complete"] and resumed["runs"][0]["run_id"] != first["runs"][0]["run_id"]
+    assert "resumed_after_epoch" not in mlflow.MlflowClient().get_run(resumed["runs"][0]["run_id"]).data.tags
