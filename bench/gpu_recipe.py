@@ -88,7 +88,7 @@ def main() -> None:
         print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
     logs = [(out / f"{name}.jsonl").open("a" if state else "w") for name in names]
     stop_on_sigterm()
-    start = time.perf_counter()
+    start = time.perf_counter() - (state["seconds"] if state else 0.0)  # a continued run's clock goes on
 
     def on_epoch(epoch: int, metrics: list[dict]) -> None:
         for log, m in zip(logs, metrics):
