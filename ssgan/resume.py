@@ -16,9 +16,10 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -80,6 +81,44 @@ def restore(parts: Parts, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["rng"]["cpu"])
     if state["rng"]["cuda"] is not None:
         torch.cuda.set_rng_state(state["rng"]["cuda"], parts.device)
+
+
+class Keeper:
+    """A training loop's last good state (what `on_state` receives, what the watchdog rolls back to) and
+    its clock. `fit` and `fit_seeds` make one just before their epoch loop; with `resume` it first checks
+    the saved state belongs to this run (`key`: the split hash, or `seeds_id`) and puts it back."""
+
+    def __init__(self, parts: Parts, cfg: Config, key: str, epochs_done: int, history: list,
+                 resume: Optional[dict[str, Any]], on_state: Optional[Callable[[dict[str, Any]], None]]):
+        if resume is not None:
+            check_state(resume, cfg, key, parts.device)
+            restore(parts, resume)
+        self.parts, self.on_state, self.every_s, self.epochs = parts, on_state, cfg.train.state_every_s, cfg.train.epochs
+        self.spent = resume["seconds"] if resume is not None else 0.0  # training seconds before this call
+        self.good = capture(parts, epochs_done, history, self.spent)
+        self.start = self.saved_at = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training seconds so far, over every part of a resumed run."""
+        return self.spent + time.perf_counter() - self.start
+
+    def epoch_done(self, epoch: int, history: list) -> None:
+        """After an epoch's metrics were handed on (a state never says an epoch is done whose metrics were
+        not): keep its state, and hand it on every `train.state_every_s` seconds (not after the last)."""
+        self.good = capture(self.parts, epoch, history, self.seconds())
+        if self.on_state and epoch < self.epochs and time.perf_counter() - self.saved_at >= self.every_s:
+            self.on_state(self.good)
+            self.saved_at = time.perf_counter()
+
+    def stop(self, reason: str) -> bool:
+        """After the loop: a watchdog stop rolls back to the last good epoch (returns True); any early stop
+        hands that state on."""
+        rolled_back = reason not in ("completed", "interrupted")
+        if rolled_back:
+            restore(self.parts, self.good)
+        if self.on_state and reason != "completed":
+            self.on_state(self.good)
+        return rolled_back
 
 
 def check_state(state: dict[str, Any], cfg: Config, split_hash: str, device: torch.device) -> None:

@@ -32,7 +32,7 @@ from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
-from ssgan.resume import Parts, capture, check_state, restore
+from ssgan.resume import Keeper, Parts
 from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
                          g_objective, IndexStream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
@@ -201,18 +201,14 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     result = SeedsResult(seeds=list(seeds), classifiers=[], generators=[], histories=[[] for _ in seeds])
     parts = Parts(nets, ([ema] if ema else []) + compared, schedule, [*lb_streams, *ulb_streams, *ulb2_streams],
                   watchdog, device)
-    if resume is not None:
-        check_state(resume, cfg, seeds_id(seeds, splits), device)
-        restore(parts, resume)
-        result.histories = [list(h) for h in resume["history"]]
-        log.info("resuming after epoch %d of %d", len(result.histories[0]), t.epochs)
-    spent = resume["seconds"] if resume is not None else 0.0
-    good = capture(parts, len(result.histories[0]), result.histories, spent)
     D.train()
     set_noise_scale(D.base, noise_scale(tricks, 0, total))
     if G is not None:
         G.train()
-    start = saved_at = time.perf_counter()
+    if resume is not None:
+        result.histories = [list(h) for h in resume["history"]]
+        log.info("resuming after epoch %d of %d", len(result.histories[0]), t.epochs)
+    keeper = Keeper(parts, cfg, seeds_id(seeds, splits), len(result.histories[0]), result.histories, resume, on_state)
     try:
         for epoch in range(len(result.histories[0]) + 1, t.epochs + 1):
             epoch_start = time.perf_counter()
@@ -252,19 +248,13 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
             log.info("epoch %d/%d  test_accuracy %s  (%.1f s)", epoch, t.epochs, " ".join(_fmt(a) for a in acc), seconds)
             if on_epoch:
                 on_epoch(epoch, metrics)
-            good = capture(parts, epoch, result.histories, spent + time.perf_counter() - start)
-            if on_state and epoch < t.epochs and time.perf_counter() - saved_at >= t.state_every_s:
-                on_state(good)
-                saved_at = time.perf_counter()
+            keeper.epoch_done(epoch, result.histories)
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
         log.warning("interrupted: keeping the %d finished epoch(s)", len(result.histories[0]))
-    if result.stop_reason not in ("completed", "interrupted"):
-        restore(parts, good)
+    if keeper.stop(result.stop_reason):
         log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.histories[0]), result.stop_message)
-    if on_state and result.stop_reason != "completed":
-        on_state(good)
-    result.seconds = spent + time.perf_counter() - start
+    result.seconds = keeper.seconds()
     if isinstance(run_step, GraphedStep):
         result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"
     evaluated.eval()

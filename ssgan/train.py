@@ -28,7 +28,7 @@ from ssgan.losses import (conditional_entropy, feature_matching_loss, non_satura
 from ssgan.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                           init_from_data, sample_noise)
 from ssgan.monitor import collapse_metrics
-from ssgan.resume import Parts, capture, check_state, restore
+from ssgan.resume import Keeper, Parts
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_lr, set_noise_scale
 from ssgan.watchdog import Watchdog
 
@@ -321,13 +321,6 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     check_every = min(tricks.watchdog.patience, 50)
     parts = Parts(nets, ([ema] if ema else []) + compared, schedule, [lb_stream, ulb_stream, ulb2_stream], watchdog, device)
     result = TrainResult(classifier=evaluated, generator=nets.G)
-    if resume is not None:
-        check_state(resume, cfg, split.split_hash, device)
-        restore(parts, resume)
-        result.history = list(resume["history"])
-        log.info("resuming after epoch %d of %d", len(result.history), t.epochs)
-    spent = resume["seconds"] if resume is not None else 0.0  # training seconds before this call
-    good = capture(parts, len(result.history), result.history, spent)  # the last good state: saved, or rolled back to
     keys: list[str] = []  # the losses train_step returns, in order
     sums = torch.zeros(0, device=device)  # their per-epoch sums, on the device, updated in place
 
@@ -345,11 +338,14 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
 
     run_step = GraphedStep(step) if nets.graphed else step
 
-    start = saved_at = time.perf_counter()
     nets.D.train()
     set_noise_scale(nets.D, noise_scale(tricks, 0, total))
     if nets.G is not None:
         nets.G.train()
+    if resume is not None:
+        result.history = list(resume["history"])
+        log.info("resuming after epoch %d of %d", len(result.history), t.epochs)
+    keeper = Keeper(parts, cfg, split.split_hash, len(result.history), result.history, resume, on_state)
     try:
         for epoch in range(len(result.history) + 1, t.epochs + 1):
             epoch_start = time.perf_counter()
@@ -383,20 +379,13 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
             log.info("epoch %d/%d  %s", epoch, t.epochs, "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
             if on_epoch:
                 on_epoch(epoch, metrics, nets.G)
-            # after on_epoch: a state never says an epoch is done whose metrics were not handed on
-            good = capture(parts, epoch, result.history, spent + time.perf_counter() - start)
-            if on_state and epoch < t.epochs and time.perf_counter() - saved_at >= t.state_every_s:
-                on_state(good)
-                saved_at = time.perf_counter()
+            keeper.epoch_done(epoch, result.history)
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
         log.warning("interrupted: keeping the %d finished epoch(s)", len(result.history))
-    if result.stop_reason not in ("completed", "interrupted"):
-        restore(parts, good)
+    if keeper.stop(result.stop_reason):
         log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.history), result.stop_message)
-    if on_state and result.stop_reason != "completed":
-        on_state(good)
-    result.seconds = spent + time.perf_counter() - start
+    result.seconds = keeper.seconds()
     if isinstance(run_step, GraphedStep):
         result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"
     evaluated.eval()
