@@ -46,7 +46,7 @@ def cli(quiet: bool) -> None:
               "on a GPU about the time of one seed).")
 @click.option("--members", type=int, help="Train K ssgan runs of the split (training seeds S, S+1000, ...) at once "
               "and log their ensemble: class probabilities averaged, one MLflow run and model.")
-@click.option("--resume", is_flag=True, help="Continue the unfinished run whose training state --out holds "
+@click.option("--resume", is_flag=True, help="Continue the unfinished run (or --seeds) whose training state --out holds "
               "(OUT/train_state.pt, saved while training and on Ctrl-C or SIGTERM), with the same config.")
 def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members, resume) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
@@ -55,8 +55,8 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
     from ssgan.serving import check_alias
 
     check_alias(alias)
-    if resume and (seeds is not None or members is not None):
-        raise SSGANError("--resume continues one run; it does not apply to --seeds or --members")
+    if resume and members is not None:
+        raise SSGANError("--resume continues a run or seeds trained at once (--seeds); it does not apply to --members")
     stop_on_sigterm()
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
@@ -72,7 +72,7 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
     elif seeds is not None:
         if register_name:
             raise SSGANError("--register registers one model: train that seed alone (--set data.split_seed=S), not --seeds")
-        summaries = run_training_seeds(cfg, _seed_list(seeds), out_dir)
+        summaries = run_training_seeds(cfg, _seed_list(seeds), out_dir, resume=resume)
         click.echo(json.dumps([{"split_seed": s["split_seed"], **{k: s[k] for k in keys}} for s in summaries]))
         summary = summaries[0]
     else:

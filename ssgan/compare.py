@@ -7,9 +7,9 @@ the toolkit's two modes of the same network (`train.seed` = the split seed); `ss
 and `self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
 the MLflow store holds, so `ssgan report` rebuilds it exactly.
 
-A network run (ssgan or supervised, one seed at a time) saves its training state to
-OUT/state/<parent run id>/<method>-<budget>-seed<s>.pt as it trains (ssgan/resume.py); `--resume` continues
-an interrupted or killed run from there, in its MLflow run, instead of from its first epoch.
+A network run (ssgan or supervised) saves its training state to OUT/state/<parent run id>/<method>-<budget>-
+seed<s>.pt (seeds<s1-s2-..>.pt for seeds trained at once) as it trains (ssgan/resume.py); `--resume`
+continues an interrupted or killed run from there, in its MLflow run(s), instead of from its first epoch.
 
 Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
 `split_hash`, `outcome` (finished | failed) and, for a failed run, `failure_reason`.
@@ -219,14 +219,18 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
     client = mlflow.MlflowClient()
     run_cfgs = [run_config(cfg, method, budget, seed) for seed in seeds]
     what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
-    state_path = states / f"{method}-{budget}-seed{seeds[0]}.pt" if states and method in MODES and len(seeds) == 1 else None
-    resumed = _saved_run(state_path, what) if state_path is not None else None
-    run_ids = [resumed] if resumed else [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
+    state_path = None
+    if states is not None and method in MODES:
+        state_path = states / (f"{method}-{budget}-seed{seeds[0]}.pt" if len(seeds) == 1
+                               else f"{method}-{budget}-seeds{'-'.join(map(str, seeds))}.pt")
+    resumed = _saved_runs(state_path, what, len(seeds)) if state_path is not None else None
+    run_ids = resumed or [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
         MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)}).info.run_id
         for c, seed in zip(run_cfgs, seeds)]
     try:
         if len(seeds) > 1:
-            summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True)
+            summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True,
+                                           state_path=state_path, resume=resumed is not None)
         elif method in MODES:
             summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0],
                                       state_path=state_path, resume=resumed is not None)]
@@ -262,20 +266,21 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
                  s["test_accuracy"], s["test_macro_f1"])
 
 
-def _saved_run(state_path: Path, what: str) -> Optional[str]:
-    """The MLflow run a saved training state continues, or None (no state, or one that cannot be read: it
-    is removed and the run starts afresh)."""
+def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
+    """The MLflow runs (one per seed) a saved training state continues, or None (no state, or one that
+    cannot be used: it is removed and the runs start afresh)."""
     if not state_path.is_file():
         return None
     try:
-        run_id = load_state(state_path).get("run_id")
+        state = load_state(state_path)
     except SSGANError as e:
-        run_id, reason = None, str(e)
+        run_ids, reason = None, str(e)
     else:
-        reason = "it names no MLflow run"
-    if run_id:
-        log.info("%s: continuing run %s from its saved training state", what, run_id)
-        return run_id
+        run_ids, reason = state.get("run_ids") or [state.get("run_id")], "it names no MLflow run for each seed"
+    if run_ids and len(run_ids) == count and all(run_ids):
+        log.info("%s: continuing run%s %s from the saved training state", what, "s" if count > 1 else "",
+                 ", ".join(run_ids))
+        return run_ids
     log.warning("%s: starting afresh, the saved training state is unusable: %s", what, reason)
     state_path.unlink()
     return None

@@ -165,12 +165,15 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def describe(path: str | Path) -> Optional[str]:
-    """'run R at epoch E of N' for an existing state file, else None."""
+    """'run R at epoch E of N' (or 'runs R1, R2 ...' for seeds trained at once) for an existing state file,
+    else None."""
     path = Path(path)
     if not path.is_file():
         return None
     state = load_state(path)
-    return f"run {state.get('run_id')} at epoch {state['epoch']} of {state['config'].get('train.epochs')}"
+    runs = state.get("run_ids") or [state.get("run_id")]
+    return (f"run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))} at epoch {state['epoch']} of "
+            f"{state['config'].get('train.epochs')}")
 
 
 def _fingerprint(cfg: Config) -> dict[str, Any]:

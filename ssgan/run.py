@@ -38,15 +38,8 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
 
     if register and not cfg.tracking.log_model:
         raise ConfigError("--register needs the model to be logged; drop tracking.log_model=false")
-    if state_path is None and out_dir is not None:
-        state_path = Path(out_dir) / STATE_FILE
-    state_path = Path(state_path) if state_path is not None else None
-    if resume and state_path is None:
-        raise ConfigError("--resume continues the run saved in OUT/train_state.pt: give its --out")
-    state = load_state(state_path) if resume else None
-    if state is None and state_path is not None and (saved := describe(state_path)):
-        raise ConfigError(f"{state_path} holds an unfinished {saved}: add --resume to continue it, or delete the "
-                          "file (or choose another --out) to start a new run")
+    state_path = _state_path(out_dir, state_path)
+    state = _saved_state(state_path, resume)
     split = load_split(cfg.data)  # data and plan errors surface before a run is opened
     check_plan(cfg, split)
     device = resolve_device(cfg.train.device)
@@ -67,17 +60,45 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
             save_state(state_path, s, cfg, split.split_hash, run_id=run.info.run_id)
             log.info("training state after epoch %d saved to %s", s["epoch"], state_path)
 
-        result = fit(cfg, split, on_epoch=tracker.log_epoch, progress=progress, resume=state,
+        logged = _logged_epochs(run.info.run_id) if state is not None else set()  # a killed part's last epochs
+
+        def on_epoch(epoch: int, metrics: dict[str, float], generator: Optional[nn.Module]) -> None:
+            if epoch not in logged:
+                tracker.log_epoch(epoch, metrics, generator)
+
+        result = fit(cfg, split, on_epoch=on_epoch, progress=progress, resume=state,
                      on_state=save if state_path is not None else None)
         summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, result.classifier, result.generator,
                           len(result.history), result.seconds, result.stop_reason, result.stop_message,
                           result.watchdog_warnings, register, alias)
-    if state_path is not None and result.stop_reason == "completed":
+    _end_state(state_path, result.stop_reason)
+    _write(summary, out_dir, "summary.json")
+    return summary
+
+
+def _state_path(out_dir: Optional[str | Path], state_path: Optional[str | Path]) -> Optional[Path]:
+    if state_path is None and out_dir is not None:
+        state_path = Path(out_dir) / STATE_FILE
+    return Path(state_path) if state_path is not None else None
+
+
+def _saved_state(state_path: Optional[Path], resume: bool) -> Optional[dict[str, Any]]:
+    """The training state to continue with `resume`; a new run refuses to overwrite an unfinished one."""
+    if resume and state_path is None:
+        raise ConfigError("--resume continues the run saved in OUT/train_state.pt: give its --out")
+    state = load_state(state_path) if resume else None
+    if state is None and state_path is not None and (saved := describe(state_path)):
+        raise ConfigError(f"{state_path} holds an unfinished {saved}: add --resume to continue it, or delete the "
+                          "file (or choose another --out) to start a new run")
+    return state
+
+
+def _end_state(state_path: Optional[Path], stop_reason: str) -> None:
+    """A completed run's state is removed; an unfinished one's is kept, and said how to continue."""
+    if state_path is not None and stop_reason == "completed":
         state_path.unlink(missing_ok=True)
     elif state_path is not None:
         log.warning("to continue this run: the same command with --resume (state in %s)", state_path)
-    _write(summary, out_dir, "summary.json")
-    return summary
 
 
 def _open_run(run_id: Optional[str], experiment_id: str, run_name: Optional[str], nested: bool):
@@ -93,15 +114,21 @@ def _open_run(run_id: Optional[str], experiment_id: str, run_name: Optional[str]
 
 def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Path] = None,
                        progress: Optional[bool] = None, run_ids: Optional[list[str]] = None,
-                       nested: bool = False) -> list[dict[str, Any]]:
+                       nested: bool = False, resume: bool = False,
+                       state_path: Optional[str | Path] = None) -> list[dict[str, Any]]:
     """Train `cfg` on several split seeds at once (`ssgan.seeds.fit_seeds`: on a GPU about the time of one
     seed) and record one MLflow run per seed, as `run_training` would (data.split_seed = train.seed = s).
     The runs are written after training: per-epoch metrics with their epochs, samples of the final
     generator. `run_ids`: record into these existing runs, one per seed (a comparison's child runs).
-    Returns the summaries (also written to OUT/summary-seed<s>.json)."""
+    Returns the summaries (also written to OUT/summary-seed<s>.json). The training state is saved and
+    resumed as `run_training`'s (OUT/train_state.pt, or `state_path`); a resumed run records into the runs
+    the state names, leaving out the epochs they hold already."""
     import mlflow
 
-    from ssgan.seeds import check_seeds, fit_seeds
+    from ssgan.seeds import check_seeds, fit_seeds, seeds_id
+
+    state_path = _state_path(out_dir, state_path)
+    state = _saved_state(state_path, resume)
 
     cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
     splits = [load_split(c.data) for c in cfgs]
@@ -113,23 +140,55 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     if resolve_device(cfg.train.device).type == "cpu":
         log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
                  "--stacked); on a GPU they take about the time of one")
-    result = fit_seeds(cfg, splits, seeds, progress=progress)
+    if state is not None and state.get("run_ids"):  # bench/gpu_recipe.py's states name no runs
+        run_ids = state["run_ids"]
+    elif state_path is not None and not run_ids:  # the state names the runs it continues: create them now
+        run_ids = [_new_run(experiment_id, c.tracking.run_name, nested) for c in cfgs]
+    key = seeds_id(seeds, splits)
+    save = (lambda st: save_state(state_path, st, cfg, key, run_ids=run_ids)) if state_path is not None else None
+    try:
+        result = fit_seeds(cfg, splits, seeds, progress=progress, resume=state, on_state=save)
+    except Exception:
+        for run_id in run_ids or []:
+            mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+        raise
     summaries = []
     for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
         with mlflow.start_run(run_id=run_ids[i] if run_ids else None, experiment_id=experiment_id,
                               run_name=None if run_ids else c.tracking.run_name, nested=nested) as run:
-            tracker = RunLogger(c, split.split_hash, len(split.labeled_idx))
+            logged = _logged_epochs(run.info.run_id)  # a resumed run's first part may have recorded some
+            tracker = RunLogger(c, split.split_hash, len(split.labeled_idx), log_config=not logged)
             mlflow.set_tags({"trained_with_seeds": ",".join(map(str, seeds))})
+            if state is not None:
+                mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
             history = result.histories[i]
             for epoch, metrics in enumerate(history, 1):
-                tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
+                if epoch not in logged:
+                    tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
             summary = _record(c, split, tracker, run.info.run_id, experiment_id, result.classifiers[i],
                               result.generators[i], len(history), result.seconds, result.stop_reason,
                               result.stop_message, result.watchdog_warnings, None, "")
             summary["trained_with_seeds"] = list(seeds)
         _write(summary, out_dir, f"summary-seed{s}.json")
         summaries.append(summary)
+    _end_state(state_path, result.stop_reason)
     return summaries
+
+
+def _new_run(experiment_id: str, run_name: Optional[str], nested: bool) -> str:
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = mlflow.active_run() if nested else None
+    tags = {MLFLOW_PARENT_RUN_ID: parent.info.run_id} if parent else {}
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def _logged_epochs(run_id: str) -> set[int]:
+    """The epochs whose metrics a run holds (its `lr` steps)."""
+    import mlflow
+
+    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "lr")}
 
 
 def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experiment_id: str, classifier: nn.Module,

@@ -294,8 +294,9 @@ def test_each_run_of_the_plan_is_read_from_its_latest_child_run():
 
 
 def _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, experiment):
-    """An ssgan comparison of 4 epochs stopped by Ctrl-C during epoch 3's logging (the state after
-    epoch 2 is saved, as `train.state_every_s=0` saves after every epoch)."""
+    """An ssgan comparison of 4 epochs stopped by Ctrl-C just after epoch 3's metrics reached MLflow, before
+    its state was saved (the last state is epoch 2's, as `train.state_every_s=0` saves after every epoch):
+    like a kill between two saves."""
     from ssgan.tracking import RunLogger
 
     cfg = load_config(SMOKE, data_overrides(npz_path, experiment, store_uri) + ["train.epochs=4", "train.state_every_s=0"])
@@ -303,9 +304,9 @@ def _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, experime
     log_epoch = RunLogger.log_epoch
 
     def stop_in_epoch_3(self, epoch, *rest):
+        log_epoch(self, epoch, *rest)
         if epoch == 3:
             raise KeyboardInterrupt
-        log_epoch(self, epoch, *rest)
 
     with monkeypatch.context() as m:
         m.setattr(RunLogger, "log_epoch", stop_in_epoch_3)
@@ -335,7 +336,7 @@ def test_an_interrupted_network_run_resumes_from_its_saved_state_in_its_own_run(
     assert resumed["runs"][0]["test_accuracy"] == whole["runs"][0]["test_accuracy"]
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss_d")
     whole_history = mlflow.MlflowClient().get_metric_history(whole["runs"][0]["run_id"], "loss_d")
-    assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in whole_history]
+    assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in whole_history]  # epoch 3 once
 
 
 def test_an_unreadable_saved_state_is_dropped_and_the_run_starts_afresh(tmp_path, npz_path, store_uri, monkeypatch):
@@ -345,3 +346,37 @@ def test_an_unreadable_saved_state_is_dropped_and_the_run_starts_afresh(tmp_path
     resumed = run_comparison(cfg, plan, tmp_path / "out", resume=True, progress=False)
     assert resumed["complete"] and resumed["runs"][0]["run_id"] != first["runs"][0]["run_id"]
     assert "resumed_after_epoch" not in mlflow.MlflowClient().get_run(resumed["runs"][0]["run_id"]).data.tags
+
+
+def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(tmp_path, npz_path, store_uri,
+                                                                              monkeypatch):
+    import ssgan.run
+
+    def cfg_in(experiment):
+        return load_config(SMOKE, data_overrides(npz_path, experiment, store_uri)
+                           + ["train.epochs=4", "train.state_every_s=0"])
+
+    plan, save_state, stopped = Plan.parse("6", 2, "ssgan"), ssgan.run.save_state, []
+
+    def ctrl_c_after_epoch_2(path, state, *args, **kwargs):  # Ctrl-C just after epoch 2's state was saved
+        save_state(path, state, *args, **kwargs)
+        if state["epoch"] == 2 and not stopped:
+            stopped.append(path)
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ssgan.run, "save_state", ctrl_c_after_epoch_2)
+        first = run_comparison(cfg_in("resume-seeds"), plan, tmp_path / "out", progress=False, seeds_at_once=True)
+    assert [r["failure_reason"] for r in first["runs"]] == ["interrupted by the user"] * 2
+    assert stopped == [tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seeds0-1.pt"]
+
+    resumed = run_comparison(cfg_in("resume-seeds"), plan, tmp_path / "out", resume=True, progress=False,
+                             seeds_at_once=True)
+    assert resumed["complete"] and [r["run_id"] for r in resumed["runs"]] == [r["run_id"] for r in first["runs"]]
+    client = mlflow.MlflowClient()
+    for row in resumed["runs"]:
+        assert sorted(m.step for m in client.get_metric_history(row["run_id"], "lr")) == [1, 2, 3, 4]  # each once
+        assert client.get_run(row["run_id"]).data.tags["resumed_after_epoch"] == "2"
+    whole = run_comparison(cfg_in("resume-seeds-whole"), plan, tmp_path / "whole", progress=False, seeds_at_once=True)
+    assert [r["test_accuracy"] for r in resumed["runs"]] == [r["test_accuracy"] for r in whole["runs"]]
+    assert not (tmp_path / "out" / "state").exists()

@@ -155,6 +155,35 @@ def test_a_cli_run_stopped_by_sigterm_resumes_into_the_same_mlflow_run(tmp_path,
     assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
 
 
+def test_cli_seeds_trained_at_once_stopped_by_sigterm_resume_into_their_mlflow_runs(tmp_path, npz_path, store_uri):
+    out, epochs = tmp_path / "out", 40
+    args = _cli_args(npz_path, out, store_uri, "--set", f"train.epochs={epochs}", "--set", "train.steps_per_epoch=10",
+                     "--seeds", "0,1")
+    proc = subprocess.Popen([sys.executable, "-c", "from ssgan.cli import main; main()", "-q", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "train_state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    stopped = [json.loads((out / f"summary-seed{s}.json").read_text()) for s in (0, 1)]
+    assert {s["stop_reason"] for s in stopped} == {"interrupted"}
+    done_before = load_state(out / "train_state.pt")["epoch"]
+    assert 1 <= done_before < epochs
+
+    result = CliRunner().invoke(cli, ["-q", *args, "--resume"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    client = mlflow.MlflowClient(store_uri)
+    for before in stopped:
+        summary = json.loads((out / f"summary-seed{before['split_seed']}.json").read_text())
+        assert summary["run_id"] == before["run_id"] and summary["stop_reason"] == "completed"
+        steps = [m.step for m in client.get_metric_history(summary["run_id"], "lr")]
+        assert sorted(steps) == list(range(1, epochs + 1))  # every epoch once, in the seed's one run
+        assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
+    assert not (out / "train_state.pt").exists()
+
+
 def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
     def run(*args):
         result = CliRunner().invoke(cli, ["-q", *args])
@@ -163,7 +192,7 @@ def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
 
     smoke = ["train", "-c", str(ROOT / "configs/smoke.yaml")]
     assert "give its --out" in run(*smoke, "--resume")
-    assert "not apply to --seeds" in run(*smoke, "--resume", "--out", str(tmp_path), "--seeds", "0,1")
+    assert "not apply to --members" in run(*smoke, "--resume", "--out", str(tmp_path), "--members", "2")
     assert "no training state at" in run(*_cli_args(npz_path, tmp_path / "empty", store_uri), "--resume")
 
     # a state left by an unfinished run is not overwritten by a new run, nor resumed with another config
