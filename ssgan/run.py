@@ -88,7 +88,7 @@ def _saved_state(state_path: Optional[Path], resume: bool) -> Optional[dict[str,
         raise ConfigError("--resume continues the run saved in OUT/train_state.pt: give its --out")
     state = load_state(state_path) if resume else None
     if state is None and state_path is not None and (saved := describe(state_path)):
-        raise ConfigError(f"{state_path} holds an unfinished {saved}: add --resume to continue it, or delete the "
+        raise ConfigError(f"{state_path} holds unfinished training ({saved}): add --resume to continue it, or delete the "
                           "file (or choose another --out) to start a new run")
     return state
 
@@ -140,11 +140,13 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     if resolve_device(cfg.train.device).type == "cpu":
         log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
                  "--stacked); on a GPU they take about the time of one")
+    key = seeds_id(seeds, splits)
+    if state is not None:
+        check_state(state, cfg, key, resolve_device(cfg.train.device))  # before its runs are touched
     if state is not None and state.get("run_ids"):  # bench/gpu_recipe.py's states name no runs
         run_ids = state["run_ids"]
     elif state_path is not None and not run_ids:  # the state names the runs it continues: create them now
         run_ids = [_new_run(experiment_id, c.tracking.run_name, nested) for c in cfgs]
-    key = seeds_id(seeds, splits)
     save = (lambda st: save_state(state_path, st, cfg, key, run_ids=run_ids)) if state_path is not None else None
     try:
         result = fit_seeds(cfg, splits, seeds, progress=progress, resume=state, on_state=save)

@@ -202,6 +202,6 @@ def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
     saved = []
     fit(cfg, split, progress=False, on_epoch=_stop_after(2), on_state=saved.append)
     save_state(out / "train_state.pt", saved[-1], cfg, split.split_hash, run_id="abc")
-    assert "holds an unfinished run abc at epoch 1" in run(*_cli_args(npz_path, out, store_uri))
+    assert "holds unfinished training (run abc at epoch 1 of" in run(*_cli_args(npz_path, out, store_uri))
     assert "another config" in run(*_cli_args(npz_path, out, store_uri), "--resume")
     assert (out / "train_state.pt").exists()
