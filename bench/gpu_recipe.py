@@ -104,8 +104,11 @@ def main() -> None:
         classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
     if state_path and stop == "completed":
         state_path.unlink(missing_ok=True)
-    elif state_path:
-        print(f"stopped ({stop}) after epoch {len(histories[0])}: the same command continues from {state_path}", flush=True)
+    elif state_path and stop == "interrupted":
+        print(f"stopped after epoch {len(histories[0])}: the same command continues from {state_path}", flush=True)
+    elif state_path:  # the watchdog: deterministic, so continuing would most likely stop again
+        print(f"stopped by the watchdog ({stop}) after epoch {len(histories[0])}; {state_path} holds that epoch's "
+              "state (delete it to start the run afresh)", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine() + " CPU"
     probs = {}
     for (split_seed, seed), cfg, name, split, clf, history in zip(runs, cfgs, names, splits, classifiers, histories):
