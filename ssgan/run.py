@@ -97,8 +97,10 @@ def _end_state(state_path: Optional[Path], stop_reason: str) -> None:
     """A completed run's state is removed; an unfinished one's is kept, and said how to continue."""
     if state_path is not None and stop_reason == "completed":
         state_path.unlink(missing_ok=True)
-    elif state_path is not None:
+    elif state_path is not None and stop_reason == "interrupted":
         log.warning("to continue this run: the same command with --resume (state in %s)", state_path)
+    elif state_path is not None:  # the watchdog: continuing would most likely stop again
+        log.warning("the last good epoch's training state is in %s; delete it to start this run afresh", state_path)
 
 
 def _open_run(run_id: Optional[str], experiment_id: str, run_name: Optional[str], nested: bool):
