@@ -158,8 +158,7 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
         raise
     summaries = []
     for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
-        with mlflow.start_run(run_id=run_ids[i] if run_ids else None, experiment_id=experiment_id,
-                              run_name=None if run_ids else c.tracking.run_name, nested=nested) as run:
+        with _open_run(run_ids[i] if run_ids else None, experiment_id, c.tracking.run_name, nested) as run:
             logged = _logged_epochs(run.info.run_id)  # a resumed run's first part may have recorded some
             tracker = RunLogger(c, split.split_hash, len(split.labeled_idx), log_config=not logged)
             mlflow.set_tags({"trained_with_seeds": ",".join(map(str, seeds))})
@@ -188,11 +187,11 @@ def _new_run(experiment_id: str, run_name: Optional[str], nested: bool) -> str:
     return mlflow.MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
-def _logged_epochs(run_id: str) -> set[int]:
-    """The epochs whose metrics a run holds (its `lr` steps)."""
+def _logged_epochs(run_id: str, metric: str = "lr") -> set[int]:
+    """The epochs whose metrics a run holds (the steps of its `metric`, logged every epoch)."""
     import mlflow
 
-    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "lr")}
+    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, metric)}
 
 
 def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experiment_id: str, classifier: nn.Module,
@@ -219,8 +218,11 @@ def _record(cfg: Config, split: Split, tracker: RunLogger, run_id: str, experime
         }
         tracker.log_checkpoint(state)
         model_uri = log_pyfunc(state, split.x_test)
-        if register:
+        if register and stop_reason == "completed":
             registered = serving_register(model_uri, register, alias)
+        elif register:  # a partial model does not take the alias from the model it would replace
+            log.warning("model not registered as %r: the run stopped early (%s)%s", register, stop_reason,
+                        "; --resume completes and registers it" if stop_reason == "interrupted" else "")
     summary = {
         "run_id": run_id,
         "experiment_id": experiment_id,

@@ -37,8 +37,9 @@ class SSGANPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor) -> str:
-    """Log the checkpoint `state` as the run's pyfunc model "model"; returns its model URI. `x_example`
-    holds a few network inputs, turned back into raw values for the input example and signature."""
+    """Log the checkpoint `state` as the active run's pyfunc model "model"; returns its model URI. `x_example`
+    holds a few network inputs, turned back into raw values for the input example and signature. A model
+    the run logged before (the partial model of an interrupted part of a resumed run) is retired."""
     from mlflow.models import infer_signature
 
     predictor = Predictor.from_checkpoint(state)
@@ -60,7 +61,30 @@ def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor) -> str:
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                               "pandas", "scikit-learn"],
         )
+    retire_earlier_models(mlflow.active_run().info.run_id, info.model_id)
     return info.model_uri
+
+
+def retire_earlier_models(run_id: str, current: str) -> list[str]:
+    """A run holds one model, its latest (`runs:/<run>/model` resolves to it, too): the run's other logged
+    models are deleted, but a registered one is kept and tagged `superseded_by`. Returns the deleted ids."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    earlier = [m for m in client.search_logged_models([run.info.experiment_id],
+                                                      filter_string=f"source_run_id = '{run_id}'")
+               if m.model_id != current]
+    if not earlier:
+        return []
+    # a version names its model in `source` (models:/<model id>); search results leave `model_id` empty
+    sources = " ".join(f"{v.model_id} {v.source}" for v in client.search_model_versions(f"run_id = '{run_id}'"))
+    deleted = []
+    for m in earlier:
+        if m.model_id in sources:
+            client.set_logged_model_tags(m.model_id, {"superseded_by": current})
+        else:
+            client.delete_logged_model(m.model_id)
+            deleted.append(m.model_id)
+    return deleted
 
 
 def register(model_uri: str, name: str, alias: str) -> str:

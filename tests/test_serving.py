@@ -161,3 +161,24 @@ def test_mlflow_models_serve_answers_over_http(registered):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+class _Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return ["same"] * len(model_input)
+
+
+def test_a_run_keeps_its_latest_model_and_any_registered_one(store_uri):
+    from ssgan.serving import retire_earlier_models
+
+    mlflow.set_tracking_uri(store_uri)
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(experiment_id=client.create_experiment("retire")) as run:
+        first, second, third = (mlflow.pyfunc.log_model(name="model", python_model=_Constant(), pip_requirements=["mlflow"])
+                                for _ in range(3))
+    mlflow.register_model(first.model_uri, "kept")
+    assert retire_earlier_models(run.info.run_id, third.model_id) == [second.model_id]
+    left = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert sorted(m.model_id for m in left) == sorted([first.model_id, third.model_id])
+    assert client.get_logged_model(first.model_id).tags["superseded_by"] == third.model_id
+    assert mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").metadata.model_id == third.model_id
