@@ -46,7 +46,7 @@ def cli(quiet: bool) -> None:
               "on a GPU about the time of one seed).")
 @click.option("--members", type=int, help="Train K ssgan runs of the split (training seeds S, S+1000, ...) at once "
               "and log their ensemble: class probabilities averaged, one MLflow run and model.")
-@click.option("--resume", is_flag=True, help="Continue the unfinished run (or --seeds) whose training state --out holds "
+@click.option("--resume", is_flag=True, help="Continue the unfinished run (--seeds, --members) whose training state --out holds "
               "(OUT/train_state.pt, saved while training and on Ctrl-C or SIGTERM), with the same config.")
 def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members, resume) -> None:
     """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
@@ -55,8 +55,6 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
     from ssgan.serving import check_alias
 
     check_alias(alias)
-    if resume and members is not None:
-        raise SSGANError("--resume continues a run or seeds trained at once (--seeds); it does not apply to --members")
     stop_on_sigterm()
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
@@ -67,7 +65,7 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         if members < 2 or seeds is not None or cfg.mode != "ssgan":
             raise SSGANError(f"--members {members}: an ensemble needs at least 2 members of one split, in ssgan mode "
                              "(not with --seeds or --mode supervised)")
-        summary = run_ensemble(cfg, members, out_dir, nested=False, register=register_name, alias=alias)
+        summary = run_ensemble(cfg, members, out_dir, nested=False, register=register_name, alias=alias, resume=resume)
         click.echo(json.dumps({"members": members, **{k: summary[k] for k in keys}}))
     elif seeds is not None:
         if register_name:

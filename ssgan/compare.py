@@ -7,9 +7,10 @@ the toolkit's two modes of the same network (`train.seed` = the split seed); `ss
 and `self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
 the MLflow store holds, so `ssgan report` rebuilds it exactly.
 
-A network run (ssgan or supervised) saves its training state to OUT/state/<parent run id>/<method>-<budget>-
-seed<s>.pt (seeds<s1-s2-..>.pt for seeds trained at once) as it trains (ssgan/resume.py); `--resume`
-continues an interrupted or killed run from there, in its MLflow run(s), instead of from its first epoch.
+A network run (ssgan, supervised or an ensemble's members) saves its training state to OUT/state/<parent run
+id>/<method>-<budget>-seed<s>.pt (seeds<s1-s2-..>.pt for seeds trained at once) as it trains
+(ssgan/resume.py); `--resume` continues an interrupted or killed run from there, in its MLflow run(s),
+instead of from its first epoch. scikit-learn's methods (seconds) start again.
 
 Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
 `split_hash`, `outcome` (finished | failed) and, for a failed run, `failure_reason`.
@@ -220,7 +221,7 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
     run_cfgs = [run_config(cfg, method, budget, seed) for seed in seeds]
     what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
     state_path = None
-    if states is not None and method in MODES:
+    if states is not None and method in (*MODES, ENSEMBLE):
         state_path = states / (f"{method}-{budget}-seed{seeds[0]}.pt" if len(seeds) == 1
                                else f"{method}-{budget}-seeds{'-'.join(map(str, seeds))}.pt")
     resumed = _saved_runs(state_path, what, len(seeds)) if state_path is not None else None
@@ -235,7 +236,8 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
             summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0],
                                       state_path=state_path, resume=resumed is not None)]
         elif method == ENSEMBLE:
-            summaries = [run_ensemble(run_cfgs[0], members, run_id=run_ids[0], progress=progress)]
+            summaries = [run_ensemble(run_cfgs[0], members, run_id=run_ids[0], progress=progress,
+                                      state_path=state_path, resume=resumed is not None)]
         else:
             summaries = [run_baseline(method, run_cfgs[0], run_id=run_ids[0])]
     except KeyboardInterrupt:

@@ -64,30 +64,46 @@ def evaluate_ensemble(classifiers: list[nn.Module], x: torch.Tensor, y: torch.Te
 
 def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None, run_id: Optional[str] = None,
                  nested: bool = True, progress: Optional[bool] = None, register: Optional[str] = None,
-                 alias: str = "champion") -> dict[str, Any]:
+                 alias: str = "champion", resume: bool = False,
+                 state_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Train `members` SSGAN runs on the split `cfg.data` draws and record their ensemble in one MLflow run
     (`run_id`: an existing one), as `run_training` records one network: the ensemble's test metrics,
     confusion matrix and confused examples, its model when `tracking.log_model` (an `Ensemble`), plus each
     member's test accuracy (`member<m>_test_accuracy`) and every epoch's mean member accuracy. Returns the
-    summary (also OUT/summary.json); its `stop_reason` is not "completed" when the watchdog stopped them."""
+    summary (also OUT/summary.json); its `stop_reason` is not "completed" when the watchdog stopped them.
+    The training state of all members is saved and resumed as `run_training`'s (OUT/train_state.pt, or
+    `state_path`); a resumed ensemble records into the run its state names."""
     import mlflow
 
-    from ssgan.run import _record, _write
-    from ssgan.seeds import fit_seeds
+    from ssgan.resume import check_state, save_state
+    from ssgan.run import _end_state, _logged_epochs, _open_run, _record, _saved_state, _state_path, _write
+    from ssgan.seeds import fit_seeds, seeds_id
+    from ssgan.train import resolve_device
 
     cfg = replace(cfg, mode="ssgan")
+    state_path = _state_path(out_dir, state_path)
+    state = _saved_state(state_path, resume)
     split = load_split(cfg.data)
     check_plan(cfg, split)
     seeds = member_seeds(cfg.data.split_seed, members)
+    key = seeds_id(seeds, [split] * members)
+    if state is not None:
+        check_state(state, cfg, key, resolve_device(cfg.train.device))  # before its run is touched
+        run_id = state.get("run_id") or run_id
     experiment_id = use_store(cfg)
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=cfg.tracking.run_name,
-                          nested=nested) as run:
-        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx))
+    with _open_run(run_id, experiment_id, cfg.tracking.run_name, nested) as run:
+        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx), log_config=state is None)
         mlflow.set_tags({"members": str(members), "member_train_seeds": ",".join(map(str, seeds))})
-        result = fit_seeds(cfg, [split] * members, seeds, progress=progress)
+        if state is not None:
+            mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
+        save = ((lambda st: save_state(state_path, st, cfg, key, run_id=run.info.run_id))
+                if state_path is not None else None)
+        result = fit_seeds(cfg, [split] * members, seeds, progress=progress, resume=state, on_state=save)
+        # an interrupted first part recorded the epochs it had trained
+        logged = _logged_epochs(run.info.run_id, "mean_member_test_accuracy") if state is not None else set()
         for epoch, rows in enumerate(zip(*result.histories), 1):
             accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
-            if accs:
+            if accs and epoch not in logged:
                 mlflow.log_metric("mean_member_test_accuracy", float(np.mean(accs)), step=epoch)
         epochs_done = len(result.histories[0])
         _, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
@@ -98,6 +114,7 @@ def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None
         summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, ensemble, result.generators[0],
                           epochs_done, result.seconds, result.stop_reason, result.stop_message,
                           result.watchdog_warnings, register, alias)
+    _end_state(state_path, result.stop_reason)
     summary.update({"method": "ssgan_ensemble", "members": members, "train_seeds": seeds, **member_acc})
     _write(summary, out_dir, "summary.json")
     return summary

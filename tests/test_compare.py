@@ -348,6 +348,17 @@ def test_an_unreadable_saved_state_is_dropped_and_the_run_starts_afresh(tmp_path
     assert "resumed_after_epoch" not in mlflow.MlflowClient().get_run(resumed["runs"][0]["run_id"]).data.tags
 
 
+def _ctrl_c_after_saving_epoch_2(save_state, stopped):
+    """`save_state`, followed by a Ctrl-C the first time it saves epoch 2's state (whose path goes to `stopped`)."""
+    def save_then_stop(path, state, *args, **kwargs):
+        save_state(path, state, *args, **kwargs)
+        if state["epoch"] == 2 and not stopped:
+            stopped.append(path)
+            raise KeyboardInterrupt
+
+    return save_then_stop
+
+
 def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(tmp_path, npz_path, store_uri,
                                                                               monkeypatch):
     import ssgan.run
@@ -356,16 +367,9 @@ def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(t
         return load_config(SMOKE, data_overrides(npz_path, experiment, store_uri)
                            + ["train.epochs=4", "train.state_every_s=0"])
 
-    plan, save_state, stopped = Plan.parse("6", 2, "ssgan"), ssgan.run.save_state, []
-
-    def ctrl_c_after_epoch_2(path, state, *args, **kwargs):  # Ctrl-C just after epoch 2's state was saved
-        save_state(path, state, *args, **kwargs)
-        if state["epoch"] == 2 and not stopped:
-            stopped.append(path)
-            raise KeyboardInterrupt
-
+    plan, stopped = Plan.parse("6", 2, "ssgan"), []
     with monkeypatch.context() as m:
-        m.setattr(ssgan.run, "save_state", ctrl_c_after_epoch_2)
+        m.setattr(ssgan.run, "save_state", _ctrl_c_after_saving_epoch_2(ssgan.run.save_state, stopped))
         first = run_comparison(cfg_in("resume-seeds"), plan, tmp_path / "out", progress=False, seeds_at_once=True)
     assert [r["failure_reason"] for r in first["runs"]] == ["interrupted by the user"] * 2
     assert stopped == [tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seeds0-1.pt"]
@@ -379,4 +383,29 @@ def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(t
         assert client.get_run(row["run_id"]).data.tags["resumed_after_epoch"] == "2"
     whole = run_comparison(cfg_in("resume-seeds-whole"), plan, tmp_path / "whole", progress=False, seeds_at_once=True)
     assert [r["test_accuracy"] for r in resumed["runs"]] == [r["test_accuracy"] for r in whole["runs"]]
+    assert not (tmp_path / "out" / "state").exists()
+
+
+def test_an_interrupted_ensemble_resumes_its_members_from_their_saved_state(tmp_path, npz_path, store_uri, monkeypatch):
+    import ssgan.resume
+
+    def cfg_in(experiment):
+        return load_config(SMOKE, data_overrides(npz_path, experiment, store_uri)
+                           + ["train.epochs=4", "train.state_every_s=0"])
+
+    plan, stopped = Plan.parse("6", 1, "ssgan_ensemble", members=2), []
+    with monkeypatch.context() as m:
+        m.setattr(ssgan.resume, "save_state", _ctrl_c_after_saving_epoch_2(ssgan.resume.save_state, stopped))
+        first = run_comparison(cfg_in("resume-ensemble"), plan, tmp_path / "out", progress=False)
+    assert first["runs"][0]["failure_reason"] == "interrupted by the user"
+    assert stopped == [tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan_ensemble-6-seed0.pt"]
+
+    resumed = run_comparison(cfg_in("resume-ensemble"), plan, tmp_path / "out", resume=True, progress=False)
+    assert resumed["complete"] and resumed["runs"][0]["run_id"] == first["runs"][0]["run_id"]
+    run = mlflow.MlflowClient().get_run(resumed["runs"][0]["run_id"])
+    assert run.data.tags["resumed_after_epoch"] == "2" and run.data.tags["outcome"] == "finished"
+    whole = run_comparison(cfg_in("resume-ensemble-whole"), plan, tmp_path / "whole", progress=False)
+    assert resumed["runs"][0]["test_accuracy"] == whole["runs"][0]["test_accuracy"]
+    assert run.data.metrics["member1_test_accuracy"] == mlflow.MlflowClient().get_run(
+        whole["runs"][0]["run_id"]).data.metrics["member1_test_accuracy"]
     assert not (tmp_path / "out" / "state").exists()

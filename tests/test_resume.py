@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import mlflow
@@ -127,17 +128,25 @@ def _cli_args(npz_path, out, store_uri, *extra):
             *extra]
 
 
-def test_a_cli_run_stopped_by_sigterm_resumes_into_the_same_mlflow_run(tmp_path, npz_path, store_uri):
-    out, epochs = tmp_path / "out", 40
-    args = _cli_args(npz_path, out, store_uri, "--set", f"train.epochs={epochs}", "--set", "train.steps_per_epoch=10")
+def _stop_by_sigterm(args, out):
+    """Start `ssgan train ARGS` in a subprocess and stop it with SIGTERM (what a batch system sends before
+    it kills a job) once it has saved a training state; returns its stderr."""
     proc = subprocess.Popen([sys.executable, "-c", "from ssgan.cli import main; main()", "-q", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "train_state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)  # what a batch system sends before it kills a job
-    stdout, stderr = proc.communicate(timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
+    return stderr
+
+
+def _stopped_and_resumed(args, out, epochs):
+    """`ssgan train ARGS` stopped by SIGTERM after its first saved state, then the same with --resume, which
+    must finish it in the same MLflow run. Returns the two summaries, the first part's stderr and the epochs
+    its state held."""
+    stderr = _stop_by_sigterm(args, out)
     stopped = json.loads((out / "summary.json").read_text())
     assert stopped["stop_reason"] == "interrupted" and "--resume" in stderr
     done_before = load_state(out / "train_state.pt")["epoch"]
@@ -148,25 +157,47 @@ def test_a_cli_run_stopped_by_sigterm_resumes_into_the_same_mlflow_run(tmp_path,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run_id"] == stopped["run_id"] and summary["stop_reason"] == "completed"
     assert summary["epochs_completed"] == epochs and not (out / "train_state.pt").exists()
-    mlflow.set_tracking_uri(store_uri)
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(stopped["tracking_uri"])
+    assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
+    # the partial model the stopped part logged is replaced by the final one: the run holds one model
+    assert stopped["model_uri"] != summary["model_uri"]
+    experiment_id = client.get_run(summary["run_id"]).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{summary['run_id']}'")
+    assert [m.model_uri for m in models] == [summary["model_uri"]]
+    return stopped, summary, stderr
+
+
+def test_a_cli_run_stopped_by_sigterm_resumes_into_the_same_mlflow_run(tmp_path, npz_path, store_uri):
+    out, epochs = tmp_path / "out", 40
+    args = _cli_args(npz_path, out, store_uri, "--set", f"train.epochs={epochs}", "--set", "train.steps_per_epoch=10",
+                     "--register", "resumed")
+    stopped, summary, stderr = _stopped_and_resumed(args, out, epochs)
+    assert stopped["registered_model"] is None and "model not registered" in stderr  # not a partial model
+    client = mlflow.MlflowClient(store_uri)
     steps = {m.step for m in client.get_metric_history(summary["run_id"], "loss_d")}
     assert steps == set(range(1, epochs + 1))  # every epoch's metrics, in the one run
-    assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
+    assert summary["registered_model"] == "models:/resumed@champion"
+    [version] = client.search_model_versions("name = 'resumed'")
+    assert version.source == summary["model_uri"]
+
+
+def test_a_cli_ensemble_stopped_by_sigterm_resumes_into_its_mlflow_run(tmp_path, npz_path, store_uri):
+    out, epochs = tmp_path / "out", 30
+    args = _cli_args(npz_path, out, store_uri, "--set", f"train.epochs={epochs}", "--set", "train.steps_per_epoch=10",
+                     "--members", "2")
+    stopped, summary, _ = _stopped_and_resumed(args, out, epochs)
+    assert summary["members"] == 2
+    steps = [m.step for m in mlflow.MlflowClient(store_uri).get_metric_history(summary["run_id"],
+                                                                               "mean_member_test_accuracy")]
+    # every epoch once, plus the evaluations each part recorded when it ended
+    assert Counter(steps) == Counter(range(1, epochs + 1)) + Counter({stopped["epochs_completed"]: 1, epochs: 1})
 
 
 def test_cli_seeds_trained_at_once_stopped_by_sigterm_resume_into_their_mlflow_runs(tmp_path, npz_path, store_uri):
     out, epochs = tmp_path / "out", 40
     args = _cli_args(npz_path, out, store_uri, "--set", f"train.epochs={epochs}", "--set", "train.steps_per_epoch=10",
                      "--seeds", "0,1")
-    proc = subprocess.Popen([sys.executable, "-c", "from ssgan.cli import main; main()", "-q", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "train_state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    _stop_by_sigterm(args, out)
     stopped = [json.loads((out / f"summary-seed{s}.json").read_text()) for s in (0, 1)]
     assert {s["stop_reason"] for s in stopped} == {"interrupted"}
     done_before = load_state(out / "train_state.pt")["epoch"]
@@ -192,7 +223,6 @@ def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
 
     smoke = ["train", "-c", str(ROOT / "configs/smoke.yaml")]
     assert "give its --out" in run(*smoke, "--resume")
-    assert "not apply to --members" in run(*smoke, "--resume", "--out", str(tmp_path), "--members", "2")
     assert "no training state at" in run(*_cli_args(npz_path, tmp_path / "empty", store_uri), "--resume")
 
     # a state left by an unfinished run is not overwritten by a new run, nor resumed with another config
