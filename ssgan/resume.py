@@ -124,6 +124,9 @@ class Keeper:
 def check_state(state: dict[str, Any], cfg: Config, split_hash: str, device: torch.device) -> None:
     """A state continues only the run it came from: same config (but FREE_KEYS), same labeled split,
     same kind of device (the RNG streams differ between CPU and CUDA)."""
+    if _seeds_in(state["split_hash"]) != _seeds_in(split_hash):  # a run's state continued as seeds, or the reverse
+        raise ConfigError(f"the saved training state is of {_what(state['split_hash'])}, not of {_what(split_hash)}; "
+                          "resume with the --seeds or --members it was started with")
     saved, now = state["config"], _fingerprint(cfg)
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if changed:
@@ -174,6 +177,18 @@ def describe(path: str | Path) -> Optional[str]:
     runs = state.get("run_ids") or [state.get("run_id")]
     return (f"run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))} at epoch {state['epoch']} of "
             f"{state['config'].get('train.epochs')}")
+
+
+def _seeds_in(key: str) -> int:
+    """How many seeds a state's key names: 0 for one run's split hash, else `seeds.seeds_id`'s "seed:hash,..."."""
+    return key.count(",") + 1 if ":" in key else 0
+
+
+def _what(key: str) -> str:
+    if not _seeds_in(key):
+        return "one run"
+    seeds = [part.split(":")[0] for part in key.split(",")]
+    return f"{len(seeds)} seeds trained at once ({','.join(seeds)}: --seeds, or --members' training seeds)"
 
 
 def _fingerprint(cfg: Config) -> dict[str, Any]:

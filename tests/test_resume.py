@@ -234,4 +234,6 @@ def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
     save_state(out / "train_state.pt", saved[-1], cfg, split.split_hash, run_id="abc")
     assert "holds unfinished training (run abc at epoch 1 of" in run(*_cli_args(npz_path, out, store_uri))
     assert "another config" in run(*_cli_args(npz_path, out, store_uri), "--resume")
+    assert "is of one run, not of 2 seeds trained at once" in run(*_cli_args(npz_path, out, store_uri), "--resume",
+                                                                  "--members", "2")
     assert (out / "train_state.pt").exists()
