@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
 from ssgan.data import load_split  # noqa: E402
-from ssgan.resume import load_state, save_state, stop_on_sigterm  # noqa: E402
+from ssgan.errors import SSGANError  # noqa: E402
+from ssgan.resume import exclusive, load_state, save_state, stop_on_sigterm  # noqa: E402
 from ssgan.ensemble import member_seeds  # noqa: E402
 from ssgan.evaluate import evaluate  # noqa: E402
 from ssgan.seeds import fit_seeds, seeds_id  # noqa: E402
@@ -58,6 +59,14 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/gpu")
     ap.add_argument("--state", default="", help="save the training state to this file; continue from it if it exists")
     args = ap.parse_args()
+    try:
+        with exclusive(Path(args.state) if args.state else None):  # one process per state file
+            run(args)
+    except SSGANError as e:
+        sys.exit(f"error: {e}")
+
+
+def run(args: argparse.Namespace) -> None:
     split_seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     inits = [int(x) for x in args.inits.split(",")] if args.inits else []
     if args.members and inits:

@@ -31,7 +31,7 @@ from ssgan.config import Config, replace, to_dict
 from ssgan.data import draw_labeled, load_split
 from ssgan.ensemble import run_ensemble
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.resume import load_state
+from ssgan.resume import exclusive, load_state
 from ssgan.run import run_training, run_training_seeds
 from ssgan.tracking import use_store
 from ssgan.train import check_plan
@@ -137,12 +137,22 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
     retried); an interrupted network run goes on from its saved training state. Ctrl-C stops the current
     run (its state is saved); the report then lists what is missing.
     """
+    check_budgets(cfg, plan)
+    experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
+    lock = Path(out_dir) / "state" / f"compare-{fingerprint(cfg, plan)}"  # the same comparison in the same OUT
+    try:
+        with exclusive(lock, "comparison (its training states)"):
+            return _compare(cfg, plan, out_dir, resume, progress, seeds_at_once, experiment_id)
+    finally:
+        _remove_empty(lock.parent)
+
+
+def _compare(cfg: Config, plan: Plan, out_dir: str | Path, resume: bool, progress: Optional[bool],
+             seeds_at_once: bool, experiment_id: str) -> dict[str, Any]:
     import mlflow
 
     from ssgan.report import write_report
 
-    check_budgets(cfg, plan)
-    experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
     with _parent_run(cfg, plan, experiment_id, resume) as parent:
         states = Path(out_dir) / "state" / parent.info.run_id
         done = _finished(experiment_id, parent.info.run_id)
@@ -163,7 +173,7 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
             log.warning("interrupted: the report lists the runs still to do; rerun with --resume to finish")
         finally:
             bar.close()
-            _remove_empty(states)
+            _remove_empty(states, states.parent)
         summary = write_report(experiment_id, parent.info.run_id, out_dir)
         for name in summary["files"]:
             mlflow.log_artifact(str(Path(out_dir) / name))
@@ -288,9 +298,9 @@ def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
     return None
 
 
-def _remove_empty(states: Path) -> None:
-    """The comparison's state folder, and OUT/state, once no state is left in them."""
-    for d in (states, states.parent):
+def _remove_empty(*dirs: Path) -> None:
+    """These folders (a comparison's state folder, OUT/state), in order, where they are empty."""
+    for d in dirs:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
 

@@ -75,46 +75,47 @@ def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None
     `state_path`); a resumed ensemble records into the run its state names."""
     import mlflow
 
-    from ssgan.resume import check_state, save_state
+    from ssgan.resume import check_state, exclusive, save_state
     from ssgan.run import _end_state, _logged_epochs, _open_run, _record, _saved_state, _state_path, _write
     from ssgan.seeds import fit_seeds, seeds_id
     from ssgan.train import resolve_device
 
     cfg = replace(cfg, mode="ssgan")
     state_path = _state_path(out_dir, state_path)
-    state = _saved_state(state_path, resume)
-    split = load_split(cfg.data)
-    check_plan(cfg, split)
-    seeds = member_seeds(cfg.data.split_seed, members)
-    key = seeds_id(seeds, [split] * members)
-    if state is not None:
-        check_state(state, cfg, key, resolve_device(cfg.train.device))  # before its run is touched
-        run_id = state.get("run_id") or run_id
-    experiment_id = use_store(cfg)
-    with _open_run(run_id, experiment_id, cfg.tracking.run_name, nested) as run:
-        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx), log_config=state is None)
-        mlflow.set_tags({"members": str(members), "member_train_seeds": ",".join(map(str, seeds))})
+    with exclusive(state_path):
+        state = _saved_state(state_path, resume)
+        split = load_split(cfg.data)
+        check_plan(cfg, split)
+        seeds = member_seeds(cfg.data.split_seed, members)
+        key = seeds_id(seeds, [split] * members)
         if state is not None:
-            mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
-        save = ((lambda st: save_state(state_path, st, cfg, key, run_id=run.info.run_id))
-                if state_path is not None else None)
-        result = fit_seeds(cfg, [split] * members, seeds, progress=progress, resume=state, on_state=save)
-        # an interrupted first part recorded the epochs it had trained
-        logged = _logged_epochs(run.info.run_id, "mean_member_test_accuracy") if state is not None else set()
-        for epoch, rows in enumerate(zip(*result.histories), 1):
-            accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
-            if accs and epoch not in logged:
-                mlflow.log_metric("mean_member_test_accuracy", float(np.mean(accs)), step=epoch)
-        epochs_done = len(result.histories[0])
-        _, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
-        member_acc = {f"member{m}_test_accuracy": e.accuracy for m, e in enumerate(member_evs)}
-        mlflow.log_metrics({**member_acc, "mean_member_test_accuracy": float(np.mean(list(member_acc.values())))},
-                           step=epochs_done)
-        ensemble = Ensemble(result.classifiers, split.num_classes).eval()
-        summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, ensemble, result.generators[0],
-                          epochs_done, result.seconds, result.stop_reason, result.stop_message,
-                          result.watchdog_warnings, register, alias)
-    _end_state(state_path, result.stop_reason)
+            check_state(state, cfg, key, resolve_device(cfg.train.device))  # before its run is touched
+            run_id = state.get("run_id") or run_id
+        experiment_id = use_store(cfg)
+        with _open_run(run_id, experiment_id, cfg.tracking.run_name, nested) as run:
+            tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx), log_config=state is None)
+            mlflow.set_tags({"members": str(members), "member_train_seeds": ",".join(map(str, seeds))})
+            if state is not None:
+                mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
+            save = ((lambda st: save_state(state_path, st, cfg, key, run_id=run.info.run_id))
+                    if state_path is not None else None)
+            result = fit_seeds(cfg, [split] * members, seeds, progress=progress, resume=state, on_state=save)
+            # an interrupted first part recorded the epochs it had trained
+            logged = _logged_epochs(run.info.run_id, "mean_member_test_accuracy") if state is not None else set()
+            for epoch, rows in enumerate(zip(*result.histories), 1):
+                accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+                if accs and epoch not in logged:
+                    mlflow.log_metric("mean_member_test_accuracy", float(np.mean(accs)), step=epoch)
+            epochs_done = len(result.histories[0])
+            _, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
+            member_acc = {f"member{m}_test_accuracy": e.accuracy for m, e in enumerate(member_evs)}
+            mlflow.log_metrics({**member_acc, "mean_member_test_accuracy": float(np.mean(list(member_acc.values())))},
+                               step=epochs_done)
+            ensemble = Ensemble(result.classifiers, split.num_classes).eval()
+            summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, ensemble, result.generators[0],
+                              epochs_done, result.seconds, result.stop_reason, result.stop_message,
+                              result.watchdog_warnings, register, alias)
+        _end_state(state_path, result.stop_reason)
     summary.update({"method": "ssgan_ensemble", "members": members, "train_seeds": seeds, **member_acc})
     _write(summary, out_dir, "summary.json")
     return summary

@@ -13,6 +13,7 @@ done with their metrics and the training seconds spent.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
@@ -193,6 +194,38 @@ def _what(key: str) -> str:
 
 def _fingerprint(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten(cfg).items() if not k.startswith(FREE_KEYS)}
+
+
+@contextlib.contextmanager
+def exclusive(path: Optional[str | Path], what: str = "training state"):
+    """Hold `path`.lock while training from / into the state `path` (None: nothing to hold): a second
+    process on the same state (a duplicated `--resume`) would write the file and the logs twice, so it is
+    refused with a one-line error. The lock is the operating system's (flock): a killed holder frees it."""
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the state is still written atomically
+        yield
+        return
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise SSGANError(f"the {what} {path} is in use by {holder}; wait for it to stop (or stop it), or use "
+                             "another --out") from None
+        f.truncate(0)
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # no lock file is left behind
 
 
 def stop_on_sigterm() -> None:

@@ -14,7 +14,7 @@ from ssgan.config import Config, replace, to_dict
 from ssgan.data import Split, load_split
 from ssgan.evaluate import evaluate
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.resume import STATE_FILE, check_state, describe, load_state, save_state
+from ssgan.resume import STATE_FILE, check_state, describe, exclusive, load_state, save_state
 from ssgan.tracking import RunLogger, log_evaluation, resolve_uri, use_store
 from ssgan.train import check_plan, fit, resolve_device
 
@@ -39,39 +39,40 @@ def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Op
     if register and not cfg.tracking.log_model:
         raise ConfigError("--register needs the model to be logged; drop tracking.log_model=false")
     state_path = _state_path(out_dir, state_path)
-    state = _saved_state(state_path, resume)
-    split = load_split(cfg.data)  # data and plan errors surface before a run is opened
-    check_plan(cfg, split)
-    device = resolve_device(cfg.train.device)
-    if state is not None:
-        check_state(state, cfg, split.split_hash, device)
-        run_id = state.get("run_id")  # None: a state saved without MLflow (bench/gpu_recipe.py) opens a new run
-    experiment_id = use_store(cfg)
-    log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes",
-             cfg.mode, cfg.data.name, len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
-    with _open_run(run_id, experiment_id, cfg.tracking.run_name, nested) as run:
-        tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx), log_config=state is None)
-        if tags:
-            mlflow.set_tags(tags)
+    with exclusive(state_path):  # one process per state
+        state = _saved_state(state_path, resume)
+        split = load_split(cfg.data)  # data and plan errors surface before a run is opened
+        check_plan(cfg, split)
+        device = resolve_device(cfg.train.device)
         if state is not None:
-            mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
+            check_state(state, cfg, split.split_hash, device)
+            run_id = state.get("run_id")  # None: a state saved without MLflow (bench/gpu_recipe.py) opens a new run
+        experiment_id = use_store(cfg)
+        log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes", cfg.mode, cfg.data.name,
+                 len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
+        with _open_run(run_id, experiment_id, cfg.tracking.run_name, nested) as run:
+            tracker = RunLogger(cfg, split.split_hash, len(split.labeled_idx), log_config=state is None)
+            if tags:
+                mlflow.set_tags(tags)
+            if state is not None:
+                mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
 
-        def save(s: dict[str, Any]) -> None:
-            save_state(state_path, s, cfg, split.split_hash, run_id=run.info.run_id)
-            log.info("training state after epoch %d saved to %s", s["epoch"], state_path)
+            def save(s: dict[str, Any]) -> None:
+                save_state(state_path, s, cfg, split.split_hash, run_id=run.info.run_id)
+                log.info("training state after epoch %d saved to %s", s["epoch"], state_path)
 
-        logged = _logged_epochs(run.info.run_id) if state is not None else set()  # a killed part's last epochs
+            logged = _logged_epochs(run.info.run_id) if state is not None else set()  # a killed part's last epochs
 
-        def on_epoch(epoch: int, metrics: dict[str, float], generator: Optional[nn.Module]) -> None:
-            if epoch not in logged:
-                tracker.log_epoch(epoch, metrics, generator)
+            def on_epoch(epoch: int, metrics: dict[str, float], generator: Optional[nn.Module]) -> None:
+                if epoch not in logged:
+                    tracker.log_epoch(epoch, metrics, generator)
 
-        result = fit(cfg, split, on_epoch=on_epoch, progress=progress, resume=state,
-                     on_state=save if state_path is not None else None)
-        summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, result.classifier, result.generator,
-                          len(result.history), result.seconds, result.stop_reason, result.stop_message,
-                          result.watchdog_warnings, register, alias)
-    _end_state(state_path, result.stop_reason)
+            result = fit(cfg, split, on_epoch=on_epoch, progress=progress, resume=state,
+                         on_state=save if state_path is not None else None)
+            summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, result.classifier, result.generator,
+                              len(result.history), result.seconds, result.stop_reason, result.stop_message,
+                              result.watchdog_warnings, register, alias)
+        _end_state(state_path, result.stop_reason)
     _write(summary, out_dir, "summary.json")
     return summary
 
@@ -130,51 +131,52 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     from ssgan.seeds import check_seeds, fit_seeds, seeds_id
 
     state_path = _state_path(out_dir, state_path)
-    state = _saved_state(state_path, resume)
+    with exclusive(state_path):
+        state = _saved_state(state_path, resume)
 
-    cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
-    splits = [load_split(c.data) for c in cfgs]
-    check_plan(cfg, splits[0])
-    check_seeds(cfg, splits, seeds)
-    experiment_id = use_store(cfg)
-    log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", cfg.mode, cfg.data.name,
-             ",".join(map(str, seeds)), len(splits[0].labeled_idx), len(splits[0].x_train))
-    if resolve_device(cfg.train.device).type == "cpu":
-        log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
-                 "--stacked); on a GPU they take about the time of one")
-    key = seeds_id(seeds, splits)
-    if state is not None:
-        check_state(state, cfg, key, resolve_device(cfg.train.device))  # before its runs are touched
-    if state is not None and state.get("run_ids"):  # bench/gpu_recipe.py's states name no runs
-        run_ids = state["run_ids"]
-    elif state_path is not None and not run_ids:  # the state names the runs it continues: create them now
-        run_ids = [_new_run(experiment_id, c.tracking.run_name, nested) for c in cfgs]
-    save = (lambda st: save_state(state_path, st, cfg, key, run_ids=run_ids)) if state_path is not None else None
-    try:
-        result = fit_seeds(cfg, splits, seeds, progress=progress, resume=state, on_state=save)
-    except Exception:
-        for run_id in run_ids or []:
-            mlflow.MlflowClient().set_terminated(run_id, "FAILED")
-        raise
-    summaries = []
-    for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
-        with _open_run(run_ids[i] if run_ids else None, experiment_id, c.tracking.run_name, nested) as run:
-            logged = _logged_epochs(run.info.run_id)  # a resumed run's first part may have recorded some
-            tracker = RunLogger(c, split.split_hash, len(split.labeled_idx), log_config=not logged)
-            mlflow.set_tags({"trained_with_seeds": ",".join(map(str, seeds))})
-            if state is not None:
-                mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
-            history = result.histories[i]
-            for epoch, metrics in enumerate(history, 1):
-                if epoch not in logged:
-                    tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
-            summary = _record(c, split, tracker, run.info.run_id, experiment_id, result.classifiers[i],
-                              result.generators[i], len(history), result.seconds, result.stop_reason,
-                              result.stop_message, result.watchdog_warnings, None, "")
-            summary["trained_with_seeds"] = list(seeds)
-        _write(summary, out_dir, f"summary-seed{s}.json")
-        summaries.append(summary)
-    _end_state(state_path, result.stop_reason)
+        cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
+        splits = [load_split(c.data) for c in cfgs]
+        check_plan(cfg, splits[0])
+        check_seeds(cfg, splits, seeds)
+        experiment_id = use_store(cfg)
+        log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", cfg.mode, cfg.data.name,
+                 ",".join(map(str, seeds)), len(splits[0].labeled_idx), len(splits[0].x_train))
+        if resolve_device(cfg.train.device).type == "cpu":
+            log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
+                     "--stacked); on a GPU they take about the time of one")
+        key = seeds_id(seeds, splits)
+        if state is not None:
+            check_state(state, cfg, key, resolve_device(cfg.train.device))  # before its runs are touched
+        if state is not None and state.get("run_ids"):  # bench/gpu_recipe.py's states name no runs
+            run_ids = state["run_ids"]
+        elif state_path is not None and not run_ids:  # the state names the runs it continues: create them now
+            run_ids = [_new_run(experiment_id, c.tracking.run_name, nested) for c in cfgs]
+        save = (lambda st: save_state(state_path, st, cfg, key, run_ids=run_ids)) if state_path is not None else None
+        try:
+            result = fit_seeds(cfg, splits, seeds, progress=progress, resume=state, on_state=save)
+        except Exception:
+            for run_id in run_ids or []:
+                mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+            raise
+        summaries = []
+        for i, (s, c, split) in enumerate(zip(seeds, cfgs, splits)):
+            with _open_run(run_ids[i] if run_ids else None, experiment_id, c.tracking.run_name, nested) as run:
+                logged = _logged_epochs(run.info.run_id)  # a resumed run's first part may have recorded some
+                tracker = RunLogger(c, split.split_hash, len(split.labeled_idx), log_config=not logged)
+                mlflow.set_tags({"trained_with_seeds": ",".join(map(str, seeds))})
+                if state is not None:
+                    mlflow.set_tag("resumed_after_epoch", str(state["epoch"]))
+                history = result.histories[i]
+                for epoch, metrics in enumerate(history, 1):
+                    if epoch not in logged:
+                        tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
+                summary = _record(c, split, tracker, run.info.run_id, experiment_id, result.classifiers[i],
+                                  result.generators[i], len(history), result.seconds, result.stop_reason,
+                                  result.stop_message, result.watchdog_warnings, None, "")
+                summary["trained_with_seeds"] = list(seeds)
+            _write(summary, out_dir, f"summary-seed{s}.json")
+            summaries.append(summary)
+        _end_state(state_path, result.stop_reason)
     return summaries
 
 

@@ -409,3 +409,19 @@ def test_an_interrupted_ensemble_resumes_its_members_from_their_saved_state(tmp_
     assert run.data.metrics["member1_test_accuracy"] == mlflow.MlflowClient().get_run(
         whole["runs"][0]["run_id"]).data.metrics["member1_test_accuracy"]
     assert not (tmp_path / "out" / "state").exists()
+
+
+def test_a_comparison_runs_in_one_process_at_a_time(tmp_path, npz_path, store_uri):
+    import os
+
+    from ssgan.compare import fingerprint
+    from ssgan.errors import SSGANError
+    from ssgan.resume import exclusive
+
+    cfg, plan = load_config(SMOKE, data_overrides(npz_path, "one-at-a-time", store_uri)), Plan.parse("6", 1, "ssgan")
+    with exclusive(tmp_path / "out" / "state" / f"compare-{fingerprint(cfg, plan)}"):  # as a running comparison does
+        with pytest.raises(SSGANError, match=f"comparison .* is in use by process {os.getpid()}"):
+            run_comparison(cfg, plan, tmp_path / "out", resume=True, progress=False)
+    assert mlflow.search_runs(experiment_names=["one-at-a-time"], output_format="list") == []  # nothing was opened
+    assert run_comparison(cfg, plan, tmp_path / "out", progress=False)["complete"]
+    assert not (tmp_path / "out" / "state").exists()

@@ -17,7 +17,7 @@ from ssgan.cli import cli
 from ssgan.config import replace
 from ssgan.data import load_split
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.resume import load_state, save_state
+from ssgan.resume import exclusive, load_state, save_state
 from ssgan.seeds import fit_seeds, seeds_id
 from ssgan.train import fit
 
@@ -237,3 +237,17 @@ def test_bad_resume_requests_are_one_line_errors(tmp_path, npz_path, store_uri):
     assert "is of one run, not of 2 seeds trained at once" in run(*_cli_args(npz_path, out, store_uri), "--resume",
                                                                   "--members", "2")
     assert (out / "train_state.pt").exists()
+
+
+def test_one_process_at_a_time_trains_from_a_state(tmp_path, npz_path, store_uri):
+    state = tmp_path / "out" / "train_state.pt"
+    with exclusive(state):  # as a running `ssgan train --out out` holds it
+        with pytest.raises(SSGANError, match=f"in use by process {os.getpid()}"):
+            with exclusive(state):
+                pass
+        result = CliRunner().invoke(cli, ["-q", *_cli_args(npz_path, tmp_path / "out", store_uri), "--resume"])
+        assert result.exit_code == 2 and result.output.count("\n") == 1
+        assert f"{state} is in use by process {os.getpid()}; wait for it to stop" in result.output
+    assert not state.with_name("train_state.pt.lock").exists()  # released and removed
+    with exclusive(state):
+        pass
