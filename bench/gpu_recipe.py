@@ -18,7 +18,9 @@ scores the members' averaged class probabilities (`bench/ensemble.py`: the same 
 
 --state FILE saves the training state there as training goes (every train.state_every_s seconds, and on
 SIGTERM or Ctrl-C: ssgan/resume.py) and, when FILE exists, continues from it: a run cut off by a call's
-time limit goes on in the next call (the per-epoch logs are appended to), and ends as it would have.
+time limit goes on in the next call (the per-epoch logs are appended to, after the epochs a killed run
+logged past its last saved state are dropped: they are trained again), and ends as it would have. One
+process at a time uses FILE (FILE.lock); a second one stops with an error.
 """
 from __future__ import annotations
 
@@ -95,6 +97,9 @@ def run(args: argparse.Namespace) -> None:
     save = (lambda s: save_state(state_path, s, cfgs[0], data_id)) if state_path else None
     if state is not None:
         print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
+    if state is not None:  # a killed part may have logged epochs after its last saved state: they are trained again
+        for name in names:
+            _keep_epochs(out / f"{name}.jsonl", state["epoch"])
     logs = [(out / f"{name}.jsonl").open("a" if state else "w") for name in names]
     stop_on_sigterm()
     start = time.perf_counter() - (state["seconds"] if state else 0.0)  # a continued run's clock goes on
@@ -144,6 +149,13 @@ def run(args: argparse.Namespace) -> None:
             (out / f"{stem}-seed{s}-ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
             print(f"{stem}-seed{s}: ensemble of {len(members)} test error {report['ensemble_error_pct']} % "
                   f"(members {report['member_error_pct']})", flush=True)
+
+
+def _keep_epochs(path: Path, last: int) -> None:
+    """Drop a per-epoch log's records after epoch `last`."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if json.loads(line)["epoch"] <= last))
 
 
 if __name__ == "__main__":
