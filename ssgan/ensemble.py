@@ -106,11 +106,14 @@ def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None
                 accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
                 if accs and epoch not in logged:
                     mlflow.log_metric("mean_member_test_accuracy", float(np.mean(accs)), step=epoch)
+                    logged.add(epoch)
             epochs_done = len(result.histories[0])
             _, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
             member_acc = {f"member{m}_test_accuracy": e.accuracy for m, e in enumerate(member_evs)}
-            mlflow.log_metrics({**member_acc, "mean_member_test_accuracy": float(np.mean(list(member_acc.values())))},
-                               step=epochs_done)
+            final = dict(member_acc)
+            if epochs_done not in logged:  # the last epoch was not evaluated on its own (or no epoch ran)
+                final["mean_member_test_accuracy"] = float(np.mean(list(member_acc.values())))
+            mlflow.log_metrics(final, step=epochs_done)
             ensemble = Ensemble(result.classifiers, split.num_classes).eval()
             summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, ensemble, result.generators[0],
                               epochs_done, result.seconds, result.stop_reason, result.stop_message,
