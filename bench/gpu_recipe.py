@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> None:
 
     def on_epoch(epoch: int, metrics: list[dict]) -> None:
         for log, m in zip(logs, metrics):
+            if m is None:  # the watchdog stopped this run; the others go on
+                continue
             log.write(json.dumps({"epoch": epoch, "elapsed_s": round(time.perf_counter() - start, 2), **m}) + "\n")
             log.flush()
 
@@ -113,24 +115,27 @@ def run(args: argparse.Namespace) -> None:
         one = fit(cfgs[0], splits[0], on_epoch=lambda e, m, _g: on_epoch(e, [m]), progress=False, resume=state,
                   on_state=save)
         classifiers, histories, seconds, graph, stop = [one.classifier], [one.history], one.seconds, one.cuda_graph, one.stop_reason
-    else:
+        stops, epochs = [stop], len(one.history)
+    else:  # the watchdog stops a run on its own; the others go on
         many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False, resume=state, on_state=save)
         classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
+        stops, epochs = many.stop_reasons, many.epochs_done
     if state_path and stop == "completed":
         state_path.unlink(missing_ok=True)
     elif state_path and stop == "interrupted":
-        print(f"stopped after epoch {len(histories[0])}: the same command continues from {state_path}", flush=True)
+        print(f"stopped after epoch {epochs}: the same command continues from {state_path}", flush=True)
     elif state_path:  # the watchdog: deterministic, so continuing would most likely stop again
-        print(f"stopped by the watchdog ({stop}) after epoch {len(histories[0])}; {state_path} holds that epoch's "
+        print(f"stopped by the watchdog ({stop}) after epoch {epochs}; {state_path} holds that epoch's "
               "state (delete it to start the run afresh)", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine() + " CPU"
     probs = {}
-    for (split_seed, seed), cfg, name, split, clf, history in zip(runs, cfgs, names, splits, classifiers, histories):
+    for (split_seed, seed), cfg, name, split, clf, history, why in zip(runs, cfgs, names, splits, classifiers, histories,
+                                                                     stops):
         probs[name] = predict_proba(clf, split.x_test, split.num_classes).numpy()
         np.save(out / f"{name}-probs.npy", probs[name])
         ev = evaluate(clf, split.x_test, split.y_test, split.class_names)
         summary = {"seed": split_seed, "train_seed": seed, "trained_with": seeds, "device": device, "torch": torch.__version__,
-                   "overrides": args.overrides, "epochs_done": len(history), "stop_reason": stop, "cuda_graph": graph,
+                   "overrides": args.overrides, "epochs_done": len(history), "stop_reason": why, "cuda_graph": graph,
                    "train_seconds": round(seconds, 1), "steps": steps * len(history),
                    "steps_per_s": round(steps * len(history) / seconds, 1),
                    "test_accuracy": ev.accuracy, "test_error_pct": round(100 * (1 - ev.accuracy), 3),
@@ -144,7 +149,8 @@ def run(args: argparse.Namespace) -> None:
               f"test error {summary['test_error_pct']} % (EMA weights)", flush=True)
     if ensembles:
         for s in split_seeds:
-            members = [n for (r, _), n in zip(runs, names) if r == s]
+            members = [n for (r, _), n, why in zip(runs, names, stops) if r == s and why in ("completed", "interrupted")]
+            members = members or [n for (r, _), n in zip(runs, names) if r == s]  # the watchdog stopped them all
             report = ensemble_report([probs[n] for n in members], members, loaded[s].y_test.numpy())
             (out / f"{stem}-seed{s}-ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
             print(f"{stem}-seed{s}: ensemble of {len(members)} test error {report['ensemble_error_pct']} % "

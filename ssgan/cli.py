@@ -65,20 +65,23 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         if members < 2 or seeds is not None or cfg.mode != "ssgan":
             raise SSGANError(f"--members {members}: an ensemble needs at least 2 members of one split, in ssgan mode "
                              "(not with --seeds or --mode supervised)")
-        summary = run_ensemble(cfg, members, out_dir, nested=False, register=register_name, alias=alias, resume=resume)
-        click.echo(json.dumps({"members": members, **{k: summary[k] for k in keys}}))
+        summaries = [run_ensemble(cfg, members, out_dir, nested=False, register=register_name, alias=alias,
+                                  resume=resume)]
+        click.echo(json.dumps({"members": members, **{k: summaries[0][k] for k in keys}}))
     elif seeds is not None:
         if register_name:
             raise SSGANError("--register registers one model: train that seed alone (--set data.split_seed=S), not --seeds")
         summaries = run_training_seeds(cfg, _seed_list(seeds), out_dir, resume=resume)
         click.echo(json.dumps([{"split_seed": s["split_seed"], **{k: s[k] for k in keys}} for s in summaries]))
-        summary = summaries[0]
     else:
-        summary = run_training(cfg, out_dir, register=register_name, alias=alias, resume=resume)
-        click.echo(json.dumps({k: summary[k] for k in keys}))
-    if summary["stop_reason"] not in ("completed", "interrupted"):
-        click.echo(f"stopped early ({summary['stop_reason']}): {summary['stop_message']}; "
-                   f"the last good epoch's weights and all metrics are in run {summary['run_id']}", err=True)
+        summaries = [run_training(cfg, out_dir, register=register_name, alias=alias, resume=resume)]
+        click.echo(json.dumps({k: summaries[0][k] for k in keys}))
+    failed = [s for s in summaries if s["stop_reason"] not in ("completed", "interrupted")]
+    for s in failed:  # the watchdog stopped it: one line each
+        seed = f"seed {s['split_seed']} " if len(summaries) > 1 else ""
+        click.echo(f"{seed}stopped early ({s['stop_reason']}): {s['stop_message']}; the last good epoch's weights "
+                   f"and all metrics are in run {s['run_id']}", err=True)
+    if failed:
         sys.exit(3)
 
 

@@ -260,11 +260,11 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
         for run_id in run_ids:
             _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
         return  # a saved state stays: --resume retries the run from it
+    if any(s["stop_reason"] == "interrupted" for s in summaries):  # fit() caught the Ctrl-C: the state stays
+        for r in run_ids:
+            _fail(client, r, "KILLED", "interrupted by the user")
+        raise KeyboardInterrupt
     for run_id, seed, s in zip(run_ids, seeds, summaries):
-        if s["stop_reason"] == "interrupted":  # fit() caught the Ctrl-C
-            for r in run_ids:
-                _fail(client, r, "KILLED", "interrupted by the user")
-            raise KeyboardInterrupt
         if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
             _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
             log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])

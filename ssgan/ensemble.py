@@ -13,6 +13,7 @@ with an ensemble (`ssgan train --members K`; the checkpoint says `members: K`).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,8 @@ from ssgan.errors import ConfigError
 from ssgan.evaluate import Evaluation, score
 from ssgan.tracking import RunLogger, use_store
 from ssgan.train import check_plan, predict_proba
+
+log = logging.getLogger("ssgan")
 
 SEED_STRIDE = 1000  # member m's training seed: split seed + SEED_STRIDE * m
 
@@ -62,6 +65,15 @@ def evaluate_ensemble(classifiers: list[nn.Module], x: torch.Tensor, y: torch.Te
     return score(y_true, torch.stack(probs).mean(0).argmax(1).numpy(), class_names), members
 
 
+def _stopped_members(result, seeds: list[int]) -> dict[int, str]:
+    """The members the watchdog stopped while the others trained on: member -> why (its reason, seed, epochs)."""
+    if result.stop_reason not in ("completed", "interrupted"):
+        return {}  # it stopped them all: the ensemble keeps every member's last good epoch, and says so
+    return {m: f"{reason} after {len(h)} good epoch(s), training seed {s}"
+            for m, (reason, h, s) in enumerate(zip(result.stop_reasons, result.histories, seeds))
+            if reason not in ("completed", "interrupted")}
+
+
 def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None, run_id: Optional[str] = None,
                  nested: bool = True, progress: Optional[bool] = None, register: Optional[str] = None,
                  alias: str = "champion", resume: bool = False,
@@ -70,7 +82,9 @@ def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None
     (`run_id`: an existing one), as `run_training` records one network: the ensemble's test metrics,
     confusion matrix and confused examples, its model when `tracking.log_model` (an `Ensemble`), plus each
     member's test accuracy (`member<m>_test_accuracy`) and every epoch's mean member accuracy. Returns the
-    summary (also OUT/summary.json); its `stop_reason` is not "completed" when the watchdog stopped them.
+    summary (also OUT/summary.json); its `stop_reason` is not "completed" when the watchdog stopped them
+    all. A member the watchdog stops while others train on is left out of the average (tag
+    `members_stopped`, summary `members_averaged`); its test accuracy at its last good epoch is still logged.
     The training state of all members is saved and resumed as `run_training`'s (OUT/train_state.pt, or
     `state_path`); a resumed ensemble records into the run its state names."""
     import mlflow
@@ -102,23 +116,32 @@ def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None
             result = fit_seeds(cfg, [split] * members, seeds, progress=progress, resume=state, on_state=save)
             # an interrupted first part recorded the epochs it had trained
             logged = _logged_epochs(run.info.run_id, "mean_member_test_accuracy") if state is not None else set()
-            for epoch, rows in enumerate(zip(*result.histories), 1):
-                accs = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+            epochs_done = result.epochs_done
+            for epoch in range(1, epochs_done + 1):  # over the members still training at that epoch
+                accs = [h[epoch - 1]["test_accuracy"] for h in result.histories if len(h) >= epoch]
                 if accs and epoch not in logged:
                     mlflow.log_metric("mean_member_test_accuracy", float(np.mean(accs)), step=epoch)
                     logged.add(epoch)
-            epochs_done = len(result.histories[0])
             _, member_evs = evaluate_ensemble(result.classifiers, split.x_test, split.y_test, split.class_names)
             member_acc = {f"member{m}_test_accuracy": e.accuracy for m, e in enumerate(member_evs)}
             final = dict(member_acc)
             if epochs_done not in logged:  # the last epoch was not evaluated on its own (or no epoch ran)
                 final["mean_member_test_accuracy"] = float(np.mean(list(member_acc.values())))
             mlflow.log_metrics(final, step=epochs_done)
-            ensemble = Ensemble(result.classifiers, split.num_classes).eval()
+            stopped = _stopped_members(result, seeds)
+            kept = [c for m, c in enumerate(result.classifiers) if m not in stopped] or result.classifiers
+            if stopped:
+                mlflow.set_tag("members_stopped", "; ".join(f"member {m}: {why}" for m, why in stopped.items()))
+                if len(kept) < members:
+                    log.warning("the ensemble averages %d of its %d members: the watchdog stopped %s", len(kept),
+                                members, "; ".join(f"member {m} ({why})" for m, why in stopped.items()))
+            ensemble = Ensemble(kept, split.num_classes).eval()
+            warnings = [f"member {m}: {w}" for m, ws in enumerate(result.watchdog_warnings) for w in ws]
             summary = _record(cfg, split, tracker, run.info.run_id, experiment_id, ensemble, result.generators[0],
                               epochs_done, result.seconds, result.stop_reason, result.stop_message,
-                              result.watchdog_warnings, register, alias)
+                              warnings, register, alias)
         _end_state(state_path, result.stop_reason)
-    summary.update({"method": "ssgan_ensemble", "members": members, "train_seeds": seeds, **member_acc})
+    summary.update({"method": "ssgan_ensemble", "members": members, "train_seeds": seeds, **member_acc,
+                    "members_averaged": len(kept), "members_stopped": stopped})
     _write(summary, out_dir, "summary.json")
     return summary

@@ -8,8 +8,8 @@ the same MLflow run from it. A resumed run ends as the uninterrupted run would: 
 same batches and noise draws, the same metrics (on the same kind of device).
 
 The state holds: D, G and the EMA copies (with their update counts), both optimizers, the learning-rate
-schedule's step, the three batch-index streams, the global RNGs, the watchdog's counters, the epochs
-done with their metrics and the training seconds spent.
+schedule's step, the three batch-index streams, the global RNGs, the watchdog's counters (and which of
+several seeds trained at once it stopped), the epochs done with their metrics and the training seconds spent.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import copy
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -43,6 +43,7 @@ class Parts:
     streams: list  # train.IndexStream: labeled, unlabeled (D), unlabeled (G)
     watchdog: Any  # watchdog.Watchdog
     device: torch.device
+    stopped: dict = field(default_factory=dict)  # seeds trained at once that the watchdog stopped: {index: why}
 
 
 def capture(parts: Parts, epoch: int, history: list[dict[str, float]], seconds: float) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def capture(parts: Parts, epoch: int, history: list[dict[str, float]], seconds: 
         "schedule_steps": parts.schedule.steps,
         "streams": [s.state_dict() for s in parts.streams],
         "watchdog": {"low_streak": wd.low_streak, "max_streak": wd.max_streak, "finite": wd.finite},
+        "stopped": parts.stopped,
         "rng": {"cpu": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(parts.device) if parts.device.type == "cuda" else None},
     }
@@ -79,6 +81,8 @@ def restore(parts: Parts, state: dict[str, Any]) -> None:
         stream.load_state_dict(saved)
     for name in ("low_streak", "max_streak", "finite"):
         getattr(wd, name).copy_(state["watchdog"][name])
+    parts.stopped.clear()
+    parts.stopped.update(copy.deepcopy(state.get("stopped", {})))
     torch.set_rng_state(state["rng"]["cpu"])
     if state["rng"]["cuda"] is not None:
         torch.cuda.set_rng_state(state["rng"]["cuda"], parts.device)

@@ -125,7 +125,8 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
     generator. `run_ids`: record into these existing runs, one per seed (a comparison's child runs).
     Returns the summaries (also written to OUT/summary-seed<s>.json). The training state is saved and
     resumed as `run_training`'s (OUT/train_state.pt, or `state_path`); a resumed run records into the runs
-    the state names, leaving out the epochs they hold already."""
+    the state names, leaving out the epochs they hold already. A seed the watchdog stops while the others
+    train on is recorded as a single run stopped by it would be (its last good epoch, its `stop_reason`)."""
     import mlflow
 
     from ssgan.seeds import check_seeds, fit_seeds, seeds_id
@@ -171,8 +172,8 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
                     if epoch not in logged:
                         tracker.log_epoch(epoch, metrics, result.generators[i] if epoch == len(history) else None)
                 summary = _record(c, split, tracker, run.info.run_id, experiment_id, result.classifiers[i],
-                                  result.generators[i], len(history), result.seconds, result.stop_reason,
-                                  result.stop_message, result.watchdog_warnings, None, "")
+                                  result.generators[i], len(history), result.seconds, result.stop_reasons[i],
+                                  result.stop_messages[i], result.watchdog_warnings[i], None, "")
                 summary["trained_with_seeds"] = list(seeds)
             _write(summary, out_dir, f"summary-seed{s}.json")
             summaries.append(summary)

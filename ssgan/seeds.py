@@ -9,9 +9,12 @@ losses are summed over seeds, each parameter slice only receives its own seed's 
 the EMA act element by element. Each seed s has its own labeled split (data.split_seed = s), its own
 initialization (train.seed = s), its own batches and its own random draws.
 
-What differs from `fit`: no torch.compile or bf16, no per-epoch sample grids or collapse monitor; the watchdog
-stops all seeds when any one collapses (the last good epoch is kept for all). Use it for benchmarks over
-seeds (bench/gpu_recipe.py --seeds 0,1,2); on a CPU it is no faster than one seed after another.
+What differs from `fit`: no torch.compile or bf16, no per-epoch sample grids or collapse monitor. The
+watchdog watches each seed on its own: a seed whose D collapses (or whose loss turns NaN) is put back to
+its last good epoch and held there while the other seeds train on (`HeldSeeds`); its history ends at that
+epoch and its result says why (`SeedsResult.stop_reasons`). Only when every seed has stopped does training
+stop. Use it for benchmarks over seeds (bench/gpu_recipe.py --seeds 0,1,2) and ensembles (ssgan/ensemble.py);
+on a CPU it is no faster than one seed after another.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
 from ssgan.resume import Keeper, Parts
-from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, _watch, build_nets, check_plan, d_objective,
+from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, build_nets, check_plan, d_objective,
                          g_objective, IndexStream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
 from ssgan.watchdog import Watchdog
@@ -129,28 +132,68 @@ def stack_nets(cfg: Config, per_seed: list[Nets]) -> StackedNets:
     return StackedNets(D, G, opt_d, opt_g, first.num_classes, fused=first.fused, fused_g=first.fused_g)
 
 
+class HeldSeeds:
+    """Seeds the watchdog stopped while the others train on. Each is put back to its last good epoch and
+    held there: its slices of the stacked networks and averages are written back after every epoch (and
+    at the end). In between the batched step still computes them, at no extra cost, and what it computes
+    is thrown away; the other seeds' slices never see it (each slice gets only its own seed's gradient)."""
+
+    def __init__(self, modules: list[nn.Module], stopped: dict[int, dict[str, Any]]):
+        self.modules = modules  # D, G, then the averages: SeedStacks
+        self.stopped = stopped  # index -> {"reason", "message", "epochs"} (Parts.stopped: saved with the state)
+        self.held: dict[int, list[dict[str, torch.Tensor]]] = {}
+        for i in stopped:  # resumed: the saved state holds them at their last good epoch already
+            self._hold(i)
+
+    @torch.no_grad()
+    def stop(self, i: int, good: list[dict[str, torch.Tensor]], reason: str, message: str, epochs: int) -> None:
+        """Put seed i back to `good` (the modules' state dicts at the last good epoch) and hold it there."""
+        for module, saved in zip(self.modules, good):
+            for name, value in module.state_dict().items():
+                value[i].copy_(saved[name][i])
+        self.stopped[i] = {"reason": reason, "message": message, "epochs": epochs}
+        self._hold(i)
+
+    def _hold(self, i: int) -> None:
+        self.held[i] = [{k: v[i].clone() for k, v in m.state_dict().items()} for m in self.modules]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for i, slices in self.held.items():
+            for module, saved in zip(self.modules, slices):
+                for name, value in module.state_dict().items():
+                    value[i].copy_(saved[name])
+
+    def __contains__(self, i: int) -> bool:
+        return i in self.stopped
+
+
 @dataclass
 class SeedsResult:
     seeds: list[int]
     classifiers: list[nn.Module]  # per seed: the EMA discriminator (or the raw one), in eval mode
     generators: list[Optional[nn.Module]]
-    histories: list[list[dict[str, float]]] = field(default_factory=list)  # per seed, per epoch
-    stop_reason: str = "completed"
+    histories: list[list[dict[str, float]]] = field(default_factory=list)  # per seed, per epoch it finished
+    stop_reason: str = "completed"  # the loop's: completed, interrupted, or the watchdog's when no seed was left
     stop_message: str = ""
-    watchdog_warnings: list[str] = field(default_factory=list)
+    stop_reasons: list[str] = field(default_factory=list)  # per seed: the loop's, or the watchdog's for a seed it stopped
+    stop_messages: list[str] = field(default_factory=list)
+    watchdog_warnings: list[list[str]] = field(default_factory=list)  # per seed (tricks.watchdog.action=warn)
+    epochs_done: int = 0  # epochs the loop finished; a seed the watchdog stopped has len(histories[i]) of them
     seconds: float = 0.0
     cuda_graph: str = "off"
 
 
-SeedsCallback = Callable[[int, list[dict[str, float]]], None]
+# on_epoch(epoch, metrics per seed): a seed the watchdog has stopped gets None
+SeedsCallback = Callable[[int, list[Optional[dict[str, float]]]], None]
 
 
 def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Optional[SeedsCallback] = None,
               progress: Optional[bool] = None, resume: Optional[dict[str, Any]] = None,
               on_state: Optional[Callable[[dict[str, Any]], None]] = None) -> SeedsResult:
     """Train `cfg` once per seed, all seeds at once; `splits[i]` is seed i's split (data.split_seed = seeds[i]).
-    `on_epoch(epoch, metrics per seed)` is called after every epoch. `on_state` and `resume`: as `fit`'s
-    (ssgan/resume.py), for all seeds together."""
+    `on_epoch(epoch, metrics per seed)` is called after every epoch (None for a seed the watchdog has
+    stopped). `on_state` and `resume`: as `fit`'s (ssgan/resume.py), for all seeds together."""
     t, tricks = cfg.train, cfg.tricks
     check_seeds(cfg, splits, seeds)
     device = resolve_device(t.device)
@@ -180,7 +223,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     compared = [EMA(D, d) for d in t.ema_compare]  # further averages, evaluated only (train.ema_compare)
     steps, total = check_plan(cfg, splits[0])
     schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None], lambda s: lr_factor(t, tricks, s, total))
-    watchdog = Watchdog(tricks.watchdog, device, adversarial=G is not None)
+    watchdog = Watchdog(tricks.watchdog, device, adversarial=G is not None, seeds=len(seeds))
     check_every = min(tricks.watchdog.patience, 50)
     keys: list[str] = []
     sums = torch.zeros(0, device=device)  # (losses, S) per-epoch sums, on the device
@@ -189,7 +232,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
         nonlocal sums
         losses = train_step(nets, cfg, *batch)
         stacked = torch.stack([v.float() for v in losses.values()])  # (losses, S)
-        watchdog.observe({"loss_d": losses["loss_d"].min()}, stacked)  # any seed's D collapsing stops all
+        watchdog.observe(losses, stacked)  # a counter per seed
         if keys:
             sums.add_(stacked)
         else:
@@ -198,7 +241,8 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
         return losses
 
     run_step = GraphedStep(step) if graphed else step
-    result = SeedsResult(seeds=list(seeds), classifiers=[], generators=[], histories=[[] for _ in seeds])
+    result = SeedsResult(seeds=list(seeds), classifiers=[], generators=[], histories=[[] for _ in seeds],
+                         watchdog_warnings=[[] for _ in seeds])
     parts = Parts(nets, ([ema] if ema else []) + compared, schedule, [*lb_streams, *ulb_streams, *ulb2_streams],
                   watchdog, device)
     D.train()
@@ -207,10 +251,36 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
         G.train()
     if resume is not None:
         result.histories = [list(h) for h in resume["history"]]
-        log.info("resuming after epoch %d of %d", len(result.histories[0]), t.epochs)
-    keeper = Keeper(parts, cfg, seeds_id(seeds, splits), len(result.histories[0]), result.histories, resume, on_state)
+        result.epochs_done = resume["epoch"]
+        log.info("resuming after epoch %d of %d", result.epochs_done, t.epochs)
+    keeper = Keeper(parts, cfg, seeds_id(seeds, splits), result.epochs_done, result.histories, resume, on_state)
+    held = HeldSeeds([D, *([G] if G is not None else []), *(e.model for e in parts.emas)], parts.stopped)
+
+    def check(epochs: int) -> bool:
+        """Stop and hold the seeds the watchdog names (their last good epoch: `epochs`); True when none is left."""
+        good = [keeper.good["D"], *([keeper.good["G"]] if G is not None else []),
+                *(e["model"] for e in keeper.good["emas"])]
+        for i, reason in enumerate(watchdog.verdicts()):
+            if reason is None or i in held:
+                continue
+            if tricks.watchdog.action == "warn":
+                result.watchdog_warnings[i].append(reason)
+                log.warning("watchdog, seed %d: %s (continuing: tricks.watchdog.action=warn)", seeds[i],
+                            watchdog.message(reason))
+                watchdog.reset(i)
+                continue
+            held.stop(i, good, reason, watchdog.message(reason), epochs)
+            left = len(seeds) - len(held.stopped)
+            log.warning("watchdog stopped seed %d after %d good epoch(s): %s%s", seeds[i], epochs,
+                        watchdog.message(reason), f"; the other {left} seed(s) go on" if left else "")
+        if len(held.stopped) < len(seeds):
+            return False
+        last = max(held.stopped.values(), key=lambda why: why["epochs"])
+        result.stop_reason, result.stop_message = last["reason"], last["message"]
+        return True
+
     try:
-        for epoch in range(len(result.histories[0]) + 1, t.epochs + 1):
+        for epoch in range(result.epochs_done + 1, t.epochs + 1):
             epoch_start = time.perf_counter()
             sums.zero_()
             for i in tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", disable=_quiet(progress), leave=False):
@@ -227,10 +297,11 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
                     ema.update(D)
                 for other in compared:
                     other.update(D)
-                if (i + 1) % check_every == 0 and _watch(watchdog, result, None):
+                if (i + 1) % check_every == 0 and check(epoch - 1):
                     break
             if result.stop_reason != "completed":
                 break
+            held.apply()
             per_seed_losses = (sums / steps).t().tolist()  # (S, losses): one host sync
             acc = _accuracy(evaluated, splits[0].x_test, splits[0].y_test, K)
             acc_raw = _accuracy(D, splits[0].x_test, splits[0].y_test, K) if ema else acc
@@ -241,19 +312,28 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
             for other in compared:
                 for m, a in zip(metrics, _accuracy(other.model, splits[0].x_test, splits[0].y_test, K)):
                     m[ema_metric(other.decay)] = a
-            if _watch(watchdog, result, None):
+            if check(epoch - 1):
                 break
+            metrics = [None if i in held else m for i, m in enumerate(metrics)]
             for h, m in zip(result.histories, metrics):
-                h.append(m)
-            log.info("epoch %d/%d  test_accuracy %s  (%.1f s)", epoch, t.epochs, " ".join(_fmt(a) for a in acc), seconds)
+                if m is not None:
+                    h.append(m)
+            result.epochs_done = epoch
+            log.info("epoch %d/%d  test_accuracy %s  (%.1f s)", epoch, t.epochs,
+                     " ".join("stopped" if m is None else _fmt(a) for a, m in zip(acc, metrics)), seconds)
             if on_epoch:
                 on_epoch(epoch, metrics)
             keeper.epoch_done(epoch, result.histories)
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
-        log.warning("interrupted: keeping the %d finished epoch(s)", len(result.histories[0]))
+        log.warning("interrupted: keeping the %d finished epoch(s)", result.epochs_done)
+    stopped = dict(held.stopped)  # a rollback restores the last good epoch's record, which may know fewer
     if keeper.stop(result.stop_reason):
-        log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.histories[0]), result.stop_message)
+        log.warning("watchdog stopped training: no seed left")
+        held.stopped.update(stopped)
+    held.apply()  # after a rollback, or a Ctrl-C inside an epoch
+    result.stop_reasons = [held.stopped[i]["reason"] if i in held else result.stop_reason for i in range(len(seeds))]
+    result.stop_messages = [held.stopped[i]["message"] if i in held else result.stop_message for i in range(len(seeds))]
     result.seconds = keeper.seconds()
     if isinstance(run_step, GraphedStep):
         result.cuda_graph = "on" if run_step.captured else f"failed: {run_step.failure}" if run_step.failure else "off"

@@ -6,7 +6,8 @@
 * the generated samples' relative diversity falls below `min_diversity` (mode collapse).
 
 The per-step bookkeeping stays on the training device (no host sync); `verdict` reads it once per
-check interval.
+check interval. Seeds trained at once (ssgan/seeds.py) get one watchdog with a counter per seed
+(`seeds=S`): `verdicts` says which seeds failed, so one seed's collapse need not stop the others.
 """
 from __future__ import annotations
 
@@ -28,39 +29,49 @@ ADVICE = {
 
 
 class Watchdog:
-    def __init__(self, cfg: WatchdogConfig, device: torch.device, adversarial: bool = True):
+    def __init__(self, cfg: WatchdogConfig, device: torch.device, adversarial: bool = True, seeds: Optional[int] = None):
         self.cfg = cfg
         self.adversarial = adversarial  # supervised training may drive its loss to 0: only NaN/inf count there
-        self.low_streak = torch.zeros((), dtype=torch.long, device=device)
-        self.max_streak = torch.zeros((), dtype=torch.long, device=device)
-        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        shape = () if seeds is None else (seeds,)  # one counter, or one per seed trained at once
+        self.low_streak = torch.zeros(shape, dtype=torch.long, device=device)
+        self.max_streak = torch.zeros(shape, dtype=torch.long, device=device)
+        self.finite = torch.ones(shape, dtype=torch.bool, device=device)
 
     def observe(self, losses: dict[str, torch.Tensor], stacked: Optional[torch.Tensor] = None) -> None:
-        """Record one step's losses, on device and in place (so a CUDA graph can replay it).
-        `stacked`: the same values in one tensor, when the caller has made it already."""
+        """Record one step's losses, on device and in place (so a CUDA graph can replay it): each a scalar,
+        or (S,) per seed. `stacked`: the same values in one tensor (losses, [S]), when the caller has made it."""
         self.low_streak.add_(1).mul_(losses["loss_d"] < self.cfg.d_loss_below)
         torch.maximum(self.max_streak, self.low_streak, out=self.max_streak)
         if stacked is None:
             stacked = torch.stack([v.float() for v in losses.values()])
-        self.finite &= torch.isfinite(stacked).all()
+        self.finite &= torch.isfinite(stacked).all(0)
 
     def verdict(self, diversity: Optional[float] = None) -> Optional[str]:
         """The reason to stop, or None. One host sync."""
-        if self.cfg.action == "off":
-            return None
-        if not bool(self.finite):
-            return "non_finite_loss"
-        if self.adversarial and int(self.max_streak) >= self.cfg.patience:
-            return "d_loss_collapse"
-        if diversity is not None and diversity < self.cfg.min_diversity:
-            return "mode_collapse"
-        return None
+        return self.verdicts(diversity)[0]
 
-    def reset(self) -> None:
-        """After a warning: start counting afresh."""
-        self.low_streak.zero_()
-        self.max_streak.zero_()
-        self.finite.fill_(True)
+    def verdicts(self, diversity: Optional[float] = None) -> list[Optional[str]]:
+        """Per seed (one entry for a single run): the reason to stop it, or None. One host sync."""
+        if self.cfg.action == "off":
+            return [None] * self.finite.numel()
+        finite, streak = torch.stack([self.finite.long(), self.max_streak]).reshape(2, -1).tolist()
+        return [_reason(f, s, diversity, self) for f, s in zip(finite, streak)]
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        """After a warning: start counting afresh (for one seed, or all)."""
+        at = slice(None) if seed is None else seed
+        for counter, value in ((self.low_streak, 0), (self.max_streak, 0), (self.finite, True)):
+            counter.view(-1)[at] = value
 
     def message(self, reason: str) -> str:
         return ADVICE[reason].format(thr=self.cfg.d_loss_below, patience=self.cfg.patience)
+
+
+def _reason(finite: int, streak: int, diversity: Optional[float], wd: Watchdog) -> Optional[str]:
+    if not finite:
+        return "non_finite_loss"
+    if wd.adversarial and streak >= wd.cfg.patience:
+        return "d_loss_collapse"
+    if diversity is not None and diversity < wd.cfg.min_diversity:
+        return "mode_collapse"
+    return None

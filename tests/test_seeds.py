@@ -1,5 +1,6 @@
 """Several seeds trained at once (ssgan/seeds.py): the same training as one seed at a time."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ import torch
 from ssgan.config import replace
 from ssgan.data import load_split
 from ssgan.errors import ConfigError
-from ssgan.seeds import SeedStack, fit_seeds, stack_nets
+from ssgan.resume import load_state, save_state
+from ssgan.seeds import SeedStack, fit_seeds, seeds_id, stack_nets
 from ssgan.seeds import train_step as seeds_train_step
 from ssgan.train import build_nets, fit, predict_proba, train_step
 from tests.test_train import tiny_cfg
@@ -122,3 +124,128 @@ def test_fit_seeds_rejects_mismatched_inputs(npz_path):
         fit_seeds(replace(cfg, **{"train.compile": True}), [split, split], [0, 1])
     with pytest.raises(ConfigError, match="train.precision=bf16"):
         fit_seeds(replace(cfg, **{"train.precision": "bf16"}), [split, split], [0, 1])
+
+
+def test_the_watchdog_counts_each_seed_on_its_own():
+    from ssgan.config import WatchdogConfig
+    from ssgan.watchdog import Watchdog
+
+    wd = Watchdog(WatchdogConfig(d_loss_below=0.01, patience=3), torch.device("cpu"), seeds=3)
+    for _ in range(3):  # seed 1's D loss stays near 0, seed 2's turns NaN once
+        loss_d = torch.tensor([0.7, 0.001, float("nan") if _ == 1 else 0.6])
+        wd.observe({"loss_d": loss_d, "loss_g": torch.ones(3)})
+    assert wd.verdicts() == [None, "d_loss_collapse", "non_finite_loss"]
+    wd.reset(1)
+    assert wd.verdicts() == [None, None, "non_finite_loss"]
+
+
+def _saving(path, cfg, splits):
+    """on_state as `ssgan train --seeds` uses it: the state goes to a file."""
+    return lambda state: save_state(path, state, cfg, seeds_id([0, 1], splits))
+
+
+def _failing(split):
+    """The same split with every labeled example's label set to cross-entropy's ignore index: its supervised
+    loss is NaN from its first step on, a seed whose training fails."""
+    y = split.y_train.clone()
+    y[split.labeled_idx] = -100
+    return dataclasses.replace(split, y_train=y)
+
+
+def test_the_watchdog_stops_a_failing_seed_and_the_others_train_on_as_if_alone(npz_path, tmp_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 3, "train.ema_decay": 0.9})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    healthy = fit_seeds(cfg, splits, [0, 1], progress=False)
+    # The same seeds, stopped after epoch 1 and resumed with seed 1 failing from epoch 2 on.
+    path = tmp_path / "state.pt"
+
+    def stop_after_epoch_1(epoch, metrics):  # (Ctrl-C while epoch 2's metrics are handed on: the state is epoch 1's)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    first = fit_seeds(cfg, splits, [0, 1], on_epoch=stop_after_epoch_1, on_state=_saving(path, cfg, splits),
+                      progress=False)
+    saved = load_state(path)
+    assert first.stop_reason == "interrupted" and saved["epoch"] == 1
+    seen = []
+    result = fit_seeds(cfg, [splits[0], _failing(splits[1])], [0, 1], resume=saved, progress=False,
+                       on_epoch=lambda e, m: seen.append(m))
+    assert result.stop_reason == "completed" and result.epochs_done == 3
+    assert result.stop_reasons == ["completed", "non_finite_loss"] and "NaN" in result.stop_messages[1]
+    assert [len(h) for h in result.histories] == [3, 1]  # seed 1's history ends at its last good epoch
+    assert [m[1] for m in seen] == [None, None]  # on_epoch: nothing for the stopped seed
+    # seed 0 is untouched by seed 1's failure: the same metrics and weights as in the healthy run
+    for a, b in zip(healthy.histories[0], result.histories[0]):
+        for k in ("loss_d", "loss_g", "test_accuracy", "test_accuracy_raw"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+    for p, q in zip(healthy.classifiers[0].state_dict().values(), result.classifiers[0].state_dict().values()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
+    # seed 1 is held at its last good epoch: its classifier is the weight average saved after epoch 1
+    at_epoch_1 = {k: v[1] for k, v in saved["emas"][0]["model"].items()}
+    for name, value in result.classifiers[1].state_dict().items():
+        assert torch.equal(value, at_epoch_1[name.replace(".", "__")]), name
+    assert all(torch.isfinite(p).all() for p in result.generators[1].parameters())
+
+
+def test_a_stopped_seed_stays_stopped_when_training_resumes(npz_path, tmp_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 3})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    path = tmp_path / "state.pt"
+
+    def stop_after_epoch_2(epoch, metrics):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    fit_seeds(cfg, [splits[0], _failing(splits[1])], [0, 1], on_epoch=stop_after_epoch_2,
+              on_state=_saving(path, cfg, splits), progress=False)
+    saved = load_state(path)  # (a file: the record of stopped seeds must survive torch.save / weights_only load)
+    assert saved["epoch"] == 2 and saved["stopped"][1]["reason"] == "non_finite_loss"
+    result = fit_seeds(cfg, [splits[0], _failing(splits[1])], [0, 1], resume=saved, progress=False)
+    assert result.stop_reasons == ["completed", "non_finite_loss"] and [len(h) for h in result.histories] == [3, 0]
+
+
+def test_the_watchdog_stops_training_when_every_seed_has_failed(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 3})
+    splits = [_failing(load_split(replace(cfg, **{"data.split_seed": s}).data)) for s in (0, 1)]
+    result = fit_seeds(cfg, splits, [0, 1], progress=False)
+    assert result.stop_reason == "non_finite_loss" and result.stop_reasons == ["non_finite_loss"] * 2
+    assert result.epochs_done == 0 and result.histories == [[], []]
+    assert all(torch.isfinite(p).all() for clf in result.classifiers for p in clf.parameters())
+
+
+def test_cli_seeds_record_a_seed_the_watchdog_stopped_and_exit_3(tmp_path, npz_path, store_uri, monkeypatch):
+    """`ssgan train --seeds 0,1` when the watchdog stops seed 1 at the end of epoch 2 (as it would a seed whose D
+    collapsed): seed 0's run completes, seed 1's run holds its one good epoch and says why, and the command
+    says so in one line and exits 3, as a single run stopped by the watchdog does."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+    from click.testing import CliRunner
+
+    from ssgan.cli import cli
+    from ssgan.watchdog import Watchdog
+
+    checks = []
+
+    def seed_1_collapses_in_epoch_2(self, diversity=None):
+        checks.append(1)
+        return [None, "d_loss_collapse" if len(checks) > 1 else None]
+
+    monkeypatch.setattr(Watchdog, "verdicts", seed_1_collapses_in_epoch_2)
+    out = tmp_path / "out"
+    args = ["-q", "train", "-c", str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"), "--seeds", "0,1",
+            "--out", str(out), "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
+            "--set", "train.epochs=3", "--set", "tricks.watchdog.patience=100",  # one check per epoch
+            "--set", f"tracking.uri={store_uri}", "--set", "tracking.sample_every=0"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 3
+    [line] = [x for x in result.stderr.splitlines() if "stopped early" in x]
+    assert line.startswith("seed 1 stopped early (d_loss_collapse)")
+    seed0, seed1 = (json.loads((out / f"summary-seed{s}.json").read_text()) for s in (0, 1))
+    assert (seed0["stop_reason"], seed0["epochs_completed"]) == ("completed", 3)
+    assert (seed1["stop_reason"], seed1["epochs_completed"]) == ("d_loss_collapse", 1)
+    client = mlflow.MlflowClient(store_uri)
+    assert client.get_run(seed1["run_id"]).data.tags["stop_reason"] == "d_loss_collapse"
+    assert [m.step for m in client.get_metric_history(seed1["run_id"], "lr")] == [1]
+    assert not (out / "train_state.pt").exists()  # training completed: nothing to resume
