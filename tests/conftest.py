@@ -43,3 +43,28 @@ def store_uri(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _no_ambient_tracking_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def second_fails_in_epoch_2(monkeypatch):
+    """The watchdog, watching seeds (or ensemble members) trained at once, stops the second at the end of epoch 2,
+    as it would one whose D collapsed; with `tricks.watchdog.patience=100` it checks once per epoch. (That the
+    watchdog does stop the right seed on its own is tests/test_seeds.py's.) Returns the CLI arguments of such a
+    3-epoch run of configs/smoke.yaml on the tiny data: `args(npz_path, out, store_uri, "--seeds", "0,1")`."""
+    from pathlib import Path
+
+    from ssgan.watchdog import Watchdog
+
+    checks = []
+
+    def verdicts(self, diversity=None):
+        checks.append(1)
+        return [None, "d_loss_collapse" if len(checks) > 1 else None]  # check 1: the end of epoch 1
+
+    monkeypatch.setattr(Watchdog, "verdicts", verdicts)
+    config = Path(__file__).resolve().parents[1] / "configs/smoke.yaml"
+    return lambda npz_path, out, store_uri, *extra: [
+        "-q", "train", "-c", str(config), *extra, "--out", str(out), "--set", "data.name=npz",
+        "--set", f"data.path={npz_path}", "--set", "data.labels=6", "--set", "train.epochs=3",
+        "--set", "tricks.watchdog.patience=100", "--set", f"tracking.uri={store_uri}",
+        "--set", "tracking.sample_every=0"]

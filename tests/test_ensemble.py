@@ -207,24 +207,12 @@ def test_bench_ensemble_scores_runs_of_any_config_and_refuses_probabilities_of_a
         "give the runs' config with --config"]
 
 
-def test_a_member_the_watchdog_stops_is_left_out_of_the_average(tmp_path, npz_path, store_uri, monkeypatch):
-    """The watchdog watches each member on its own (tests/test_seeds.py); here it stops member 1 at the end of
-    epoch 2, as it would a member whose D collapsed. The other member trains on, and the run's model
+def test_a_member_the_watchdog_stops_is_left_out_of_the_average(tmp_path, npz_path, store_uri,
+                                                                second_fails_in_epoch_2):
+    """The watchdog stops member 1 at the end of epoch 2. The other member trains on, and the run's model
     averages only it: the ensemble's accuracy is member 0's, and the run says which member was left out."""
-    from ssgan.watchdog import Watchdog
-
-    checks = []
-
-    def member_1_collapses_in_epoch_2(self, diversity=None):
-        checks.append(1)
-        return [None, "d_loss_collapse" if len(checks) > 1 else None]  # check 1: epoch 1's end
-
-    monkeypatch.setattr(Watchdog, "verdicts", member_1_collapses_in_epoch_2)
     out = tmp_path / "out"
-    args = ["-q", "train", "-c", str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"), "--members", "2",
-            "--out", str(out), "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
-            "--set", "train.epochs=3", "--set", "tricks.watchdog.patience=100",  # one check per epoch
-            "--set", f"tracking.uri={store_uri}", "--set", "tracking.sample_every=0"]
+    args = second_fails_in_epoch_2(npz_path, out, store_uri, "--members", "2")
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output  # the ensemble completed, with one member
     summary = json.loads((out / "summary.json").read_text())

@@ -213,31 +213,20 @@ def test_the_watchdog_stops_training_when_every_seed_has_failed(npz_path):
     assert all(torch.isfinite(p).all() for clf in result.classifiers for p in clf.parameters())
 
 
-def test_cli_seeds_record_a_seed_the_watchdog_stopped_and_exit_3(tmp_path, npz_path, store_uri, monkeypatch):
-    """`ssgan train --seeds 0,1` when the watchdog stops seed 1 at the end of epoch 2 (as it would a seed whose D
-    collapsed): seed 0's run completes, seed 1's run holds its one good epoch and says why, and the command
-    says so in one line and exits 3, as a single run stopped by the watchdog does."""
+def test_cli_seeds_record_a_seed_the_watchdog_stopped_and_exit_3(tmp_path, npz_path, store_uri,
+                                                                second_fails_in_epoch_2):
+    """`ssgan train --seeds 0,1` when the watchdog stops seed 1 at the end of epoch 2: seed 0's run completes,
+    seed 1's run holds its one good epoch and says why, and the command says so in one line and exits 3, as a
+    single run stopped by the watchdog does."""
     import json
-    from pathlib import Path
 
     import mlflow
     from click.testing import CliRunner
 
     from ssgan.cli import cli
-    from ssgan.watchdog import Watchdog
 
-    checks = []
-
-    def seed_1_collapses_in_epoch_2(self, diversity=None):
-        checks.append(1)
-        return [None, "d_loss_collapse" if len(checks) > 1 else None]
-
-    monkeypatch.setattr(Watchdog, "verdicts", seed_1_collapses_in_epoch_2)
     out = tmp_path / "out"
-    args = ["-q", "train", "-c", str(Path(__file__).resolve().parents[1] / "configs/smoke.yaml"), "--seeds", "0,1",
-            "--out", str(out), "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
-            "--set", "train.epochs=3", "--set", "tricks.watchdog.patience=100",  # one check per epoch
-            "--set", f"tracking.uri={store_uri}", "--set", "tracking.sample_every=0"]
+    args = second_fails_in_epoch_2(npz_path, out, store_uri, "--seeds", "0,1")
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 3
     [line] = [x for x in result.stderr.splitlines() if "stopped early" in x]
