@@ -122,6 +122,18 @@ def test_fit_seeds_is_graphed_on_a_gpu(npz_path):
     assert all(len(h) == 2 and all(torch.isfinite(torch.tensor(v)) for v in h[-1].values()) for h in result.histories)
 
 
+def test_a_failing_seed_is_stopped_alone_inside_a_cuda_graph(npz_path):
+    from ssgan.seeds import fit_seeds
+    from tests.test_seeds import _failing
+
+    cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    result = fit_seeds(cfg, [splits[0], _failing(splits[1])], [0, 1], progress=False)
+    assert result.cuda_graph == "on" and result.stop_reasons == ["completed", "non_finite_loss"]
+    assert [len(h) for h in result.histories] == [2, 0]
+    assert all(torch.isfinite(p).all() for clf in result.classifiers for p in clf.parameters())
+
+
 @pytest.mark.parametrize("graphed", [False, True])
 def test_a_resumed_cuda_run_ends_as_the_uninterrupted_run(npz_path, graphed):
     from tests.test_resume import STATEFUL, _stop_after, _without_times
