@@ -238,3 +238,14 @@ def test_cli_seeds_record_a_seed_the_watchdog_stopped_and_exit_3(tmp_path, npz_p
     assert client.get_run(seed1["run_id"]).data.tags["stop_reason"] == "d_loss_collapse"
     assert [m.step for m in client.get_metric_history(seed1["run_id"], "lr")] == [1]
     assert not (out / "train_state.pt").exists()  # training completed: nothing to resume
+
+
+def test_in_warn_mode_the_watchdog_warns_per_seed_and_stops_none(npz_path):
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 2, "train.steps_per_epoch": 4, "tricks.watchdog.action": "warn",
+                                "tricks.watchdog.d_loss_below": 1e9, "tricks.watchdog.patience": 2})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    result = fit_seeds(cfg, splits, [0, 1], progress=False)
+    assert result.stop_reasons == ["completed", "completed"] and [len(h) for h in result.histories] == [2, 2]
+    # every D loss counts as collapsed: each seed is warned after steps 2 and 4 of each epoch (a warning starts
+    # its count afresh, so the check at the epoch's end, 0 steps later, is quiet)
+    assert result.watchdog_warnings == [["d_loss_collapse"] * 4] * 2
