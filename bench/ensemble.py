@@ -45,32 +45,43 @@ def ensemble_report(member_probs: list[np.ndarray], names: list[str], y_test: np
             "ensemble_largest_confusions": confusions(mean)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probs", nargs="+", help="-probs.npy files of one split seed's runs")
-    ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/raw")
-    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/mnist-100.yaml"),
-                    help="the runs' config: its dataset's test labels score them")
-    ap.add_argument("--out", default="", help="write the report as JSON here too")
-    args = ap.parse_args()
+def load_runs(paths: list[str], root: str, config: str):
+    """The runs' test-set probabilities and the split of `config` they were scored on (its fixed test set);
+    exits with a one-line error for a missing file or probabilities of another test set."""
     from ssgan.config import load_config
     from ssgan.data import load_split
     from ssgan.errors import SSGANError
 
-    missing = [p for p in args.probs if not Path(p).is_file()]
+    missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         sys.exit(f"error: no such file: {missing[0]}; give -probs.npy files written by bench/gpu_recipe.py")
     try:
-        cfg = load_config(args.config, [f"data.root={args.root}"])
-        y_test = load_split(cfg.data).y_test.numpy()  # the fixed test set: the same for every split seed
+        split = load_split(load_config(config, [f"data.root={root}"]).data)  # the test set: the same for every split seed
     except SSGANError as e:
         sys.exit(f"error: {e}")
-    probs = [np.load(p) for p in args.probs]
-    if len(probs[0]) != len(y_test):
-        sys.exit(f"error: {args.probs[0]} has {len(probs[0])} rows, the test set of {args.config} has "
-                 f"{len(y_test)}; give the runs' config with --config")
+    probs = [np.load(p) for p in paths]
+    for path, p in zip(paths, probs):
+        if len(p) != len(split.y_test):
+            sys.exit(f"error: {path} has {len(p)} rows, the test set of {config} has {len(split.y_test)}; "
+                     "give the runs' config with --config")
+    return probs, split
+
+
+def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("probs", nargs="+", help="-probs.npy files written by bench/gpu_recipe.py")
+    ap.add_argument("--root", default="../shared/datasets", help="folder holding MNIST/raw")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/mnist-100.yaml"),
+                    help="the runs' config: its dataset's test labels score them")
+    ap.add_argument("--out", default="", help="write the report as JSON here too")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_arguments(ap)
+    args = ap.parse_args()
+    probs, split = load_runs(args.probs, args.root, args.config)
     try:
-        report = ensemble_report(probs, [Path(p).name for p in args.probs], y_test)
+        report = ensemble_report(probs, [Path(p).name for p in args.probs], split.y_test.numpy())
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(json.dumps(report, indent=2))

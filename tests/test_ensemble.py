@@ -223,3 +223,30 @@ def test_a_member_the_watchdog_stops_is_left_out_of_the_average(tmp_path, npz_pa
     assert run.data.tags["members_stopped"].startswith("member 1: d_loss_collapse after 1 good epoch")
     history = mlflow.MlflowClient(store_uri).get_metric_history(summary["run_id"], "mean_member_test_accuracy")
     assert sorted(m.step for m in history) == [1, 2, 3]  # epoch 1 over both members, then member 0's alone
+
+
+def test_shared_errors_counts_the_test_images_every_run_gets_wrong(tmp_path):
+    """bench/shared_errors.py: the floor under any average of these runs, and a picture of it."""
+    from ssgan.config import load_config
+    from ssgan.data import load_split
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/digits-20-best.yaml")
+    y_test = load_split(load_config(config).data).y_test.numpy()
+    right = np.eye(10, dtype=np.float32)[y_test]
+    a, b = right.copy(), right.copy()
+    a[:10] = np.eye(10, dtype=np.float32)[(y_test[:10] + 1) % 10]  # a is wrong on rows 0-9, b on rows 5-14
+    b[5:15] = np.eye(10, dtype=np.float32)[(y_test[5:15] + 1) % 10]
+    np.save(tmp_path / "a-probs.npy", a)
+    np.save(tmp_path / "b-probs.npy", b)
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench/shared_errors.py"),
+                           str(tmp_path / "a-probs.npy"), str(tmp_path / "b-probs.npy"), "--config", config,
+                           "--out", str(tmp_path / "s.json"), "--figure", str(tmp_path / "s.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["run_errors"] == [10, 10]
+    assert (report["wrong_in_all"], report["wrong_in_half_or_more"], report["wrong_in_any"]) == (5, 15, 15)
+    assert report["wrong_in_all_indices"] == [5, 6, 7, 8, 9]
+    assert sum(n for _, _, n in report["wrong_in_all_read_as"]) == 5
+    assert all(p == (t + 1) % 10 for t, p, _ in report["wrong_in_all_read_as"])
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
