@@ -10,7 +10,8 @@ images all runs get wrong are read as (true class, the class of the runs' mean p
 An ensemble predicts from the members' mean probability, so an image every member gets wrong stays
 wrong in it whatever the weights (unless members disagree on the wrong class and their mean lands on
 the right one, which this counts as wrong): the `wrong_in_all` count is a floor under what averaging
-these runs can reach. `--figure` draws those images (image datasets).
+these runs can reach. `--figure` draws those images (image datasets). (`bench/hard_splits.py` shows one
+split's labeled images next to the largest confusion all of that split's runs make.)
 """
 from __future__ import annotations
 
