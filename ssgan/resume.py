@@ -126,6 +126,15 @@ class Keeper:
         return rolled_back
 
 
+def interrupted_message(finished: int, saved: int) -> str:
+    """What an interrupted run keeps: its finished epochs, and the one a resume trains again when the
+    interruption came while an epoch's metrics were being handed on (the state is taken after that)."""
+    if saved == finished:
+        return f"keeping the {finished} finished epoch(s)"
+    return (f"keeping the {finished} finished epoch(s); the training state holds {saved}, so a resume trains "
+            f"epoch {finished} again")
+
+
 def check_state(state: dict[str, Any], cfg: Config, split_hash: str, device: torch.device) -> None:
     """A state continues only the run it came from: same config (but FREE_KEYS), same labeled split,
     same kind of device (the RNG streams differ between CPU and CUDA)."""

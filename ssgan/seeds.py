@@ -35,7 +35,7 @@ from ssgan.data import Split
 from ssgan.errors import ConfigError
 from ssgan.graphs import GraphedStep
 from ssgan.models import frozen
-from ssgan.resume import Keeper, Parts
+from ssgan.resume import Keeper, Parts, interrupted_message
 from ssgan.train import (EMA, Nets, ema_metric, Schedule, _fmt, _quiet, build_nets, check_plan, d_objective,
                          g_objective, IndexStream, resolve_device, set_matmul_precision)
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, set_noise_scale
@@ -258,8 +258,6 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
 
     def check(epochs: int) -> bool:
         """Stop and hold the seeds the watchdog names (their last good epoch: `epochs`); True when none is left."""
-        good = [keeper.good["D"], *([keeper.good["G"]] if G is not None else []),
-                *(e["model"] for e in keeper.good["emas"])]
         for i, reason in enumerate(watchdog.verdicts()):
             if reason is None or i in held:
                 continue
@@ -269,6 +267,8 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
                             watchdog.message(reason))
                 watchdog.reset(i)
                 continue
+            good = [keeper.good["D"], *([keeper.good["G"]] if G is not None else []),
+                    *(e["model"] for e in keeper.good["emas"])]
             held.stop(i, good, reason, watchdog.message(reason), epochs)
             left = len(seeds) - len(held.stopped)
             log.warning("watchdog stopped seed %d after %d good epoch(s): %s%s", seeds[i], epochs,
@@ -326,7 +326,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
             keeper.epoch_done(epoch, result.histories)
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
-        log.warning("interrupted: keeping the %d finished epoch(s)", result.epochs_done)
+        log.warning("interrupted: %s", interrupted_message(result.epochs_done, keeper.good["epoch"]))
     stopped = dict(held.stopped)  # a rollback restores the last good epoch's record, which may know fewer
     if keeper.stop(result.stop_reason):
         log.warning("watchdog stopped training: no seed left")

@@ -28,7 +28,7 @@ from ssgan.losses import (conditional_entropy, feature_matching_loss, non_satura
 from ssgan.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                           init_from_data, sample_noise)
 from ssgan.monitor import collapse_metrics
-from ssgan.resume import Keeper, Parts
+from ssgan.resume import Keeper, Parts, interrupted_message
 from ssgan.tricks import lr_factor, make_optimizer, noise_scale, real_fake_targets, set_lr, set_noise_scale
 from ssgan.watchdog import Watchdog
 
@@ -382,7 +382,7 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
             keeper.epoch_done(epoch, result.history)
     except KeyboardInterrupt:
         result.stop_reason, result.stop_message = "interrupted", "interrupted by the user"
-        log.warning("interrupted: keeping the %d finished epoch(s)", len(result.history))
+        log.warning("interrupted: %s", interrupted_message(len(result.history), keeper.good["epoch"]))
     if keeper.stop(result.stop_reason):
         log.warning("watchdog stopped training after %d good epoch(s): %s", len(result.history), result.stop_message)
     result.seconds = keeper.seconds()

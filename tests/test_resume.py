@@ -45,7 +45,8 @@ def _without_times(history):
 
 @pytest.mark.parametrize("stop_epoch", [1, 3])
 @pytest.mark.parametrize("mode", ["ssgan", "supervised"])
-def test_a_run_stopped_after_an_epoch_and_resumed_ends_as_the_uninterrupted_run(tmp_path, npz_path, stop_epoch, mode):
+def test_a_run_stopped_after_an_epoch_and_resumed_ends_as_the_uninterrupted_run(tmp_path, npz_path, stop_epoch, mode,
+                                                                                caplog):
     cfg = tiny_cfg(npz_path, mode=mode, **STATEFUL)
     split = load_split(cfg.data)
     whole = fit(cfg, split, progress=False)
@@ -53,6 +54,8 @@ def test_a_run_stopped_after_an_epoch_and_resumed_ends_as_the_uninterrupted_run(
     saved = []
     first = fit(cfg, split, progress=False, on_epoch=_stop_after(stop_epoch), on_state=saved.append)
     assert first.stop_reason == "interrupted" and saved[-1]["epoch"] == stop_epoch - 1  # Ctrl-C inside the callback
+    assert (f"keeping the {stop_epoch} finished epoch(s); the training state holds {stop_epoch - 1}, so a resume "
+            f"trains epoch {stop_epoch} again") in caplog.text  # the log says which epoch is trained twice
     save_state(tmp_path / "state.pt", saved[-1], cfg, split.split_hash)  # through a file, as the CLI does
 
     rest = fit(cfg, split, progress=False, resume=load_state(tmp_path / "state.pt"))
@@ -64,13 +67,14 @@ def test_a_run_stopped_after_an_epoch_and_resumed_ends_as_the_uninterrupted_run(
     assert rest.seconds >= saved[-1]["seconds"]
 
 
-def test_seeds_trained_at_once_resume_as_they_would_have_gone_on(tmp_path, npz_path):
+def test_seeds_trained_at_once_resume_as_they_would_have_gone_on(tmp_path, npz_path, caplog):
     cfg, seeds = tiny_cfg(npz_path, **STATEFUL), [0, 1]
     splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in seeds]
     whole = fit_seeds(cfg, splits, seeds, progress=False)
 
     saved = []
     fit_seeds(cfg, splits, seeds, progress=False, on_epoch=_stop_after(3), on_state=saved.append)
+    assert "keeping the 3 finished epoch(s); the training state holds 2" in caplog.text
     save_state(tmp_path / "state.pt", saved[-1], cfg, seeds_id(seeds, splits))
     rest = fit_seeds(cfg, splits, seeds, progress=False, resume=load_state(tmp_path / "state.pt"))
     assert [_without_times(h) for h in rest.histories] == [_without_times(h) for h in whole.histories]
