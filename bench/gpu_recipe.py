@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--state", default="", help="save the training state to this file; continue from it if it exists")
     args = ap.parse_args()
     try:
-        with exclusive(Path(args.state) if args.state else None):  # one process per state file
+        with exclusive(Path(args.state) if args.state else None, other="another --state"):  # one process per file
             run(args)
     except SSGANError as e:
         sys.exit(f"error: {e}")
@@ -94,7 +94,13 @@ def run(args: argparse.Namespace) -> None:
     state_path = Path(args.state) if args.state else None
     state = load_state(state_path) if state_path and state_path.exists() else None
     data_id = splits[0].split_hash if len(seeds) == 1 else seeds_id(seeds, splits)
-    save = (lambda s: save_state(state_path, s, cfgs[0], data_id)) if state_path else None
+    saved_epoch = state["epoch"] if state is not None else 0
+
+    def save(s: dict) -> None:
+        nonlocal saved_epoch
+        save_state(state_path, s, cfgs[0], data_id)
+        saved_epoch = s["epoch"]
+
     if state is not None:
         print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
     if state is not None:  # a killed part may have logged epochs after its last saved state: they are trained again
@@ -113,17 +119,19 @@ def run(args: argparse.Namespace) -> None:
 
     if len(seeds) == 1:
         one = fit(cfgs[0], splits[0], on_epoch=lambda e, m, _g: on_epoch(e, [m]), progress=False, resume=state,
-                  on_state=save)
+                  on_state=save if state_path else None)
         classifiers, histories, seconds, graph, stop = [one.classifier], [one.history], one.seconds, one.cuda_graph, one.stop_reason
         stops, epochs = [stop], len(one.history)
     else:  # the watchdog stops a run on its own; the others go on
-        many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False, resume=state, on_state=save)
+        many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False, resume=state,
+                         on_state=save if state_path else None)
         classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
         stops, epochs = many.stop_reasons, many.epochs_done
     if state_path and stop == "completed":
         state_path.unlink(missing_ok=True)
     elif state_path and stop == "interrupted":
-        print(f"stopped after epoch {epochs}: the same command continues from {state_path}", flush=True)
+        print(f"stopped after epoch {epochs}: the same command continues after epoch {saved_epoch} from {state_path}",
+              flush=True)
     elif state_path:  # the watchdog: deterministic, so continuing would most likely stop again
         print(f"stopped by the watchdog ({stop}) after epoch {epochs}; {state_path} holds that epoch's "
               "state (delete it to start the run afresh)", flush=True)

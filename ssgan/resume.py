@@ -210,7 +210,7 @@ def _fingerprint(cfg: Config) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def exclusive(path: Optional[str | Path], what: str = "training state"):
+def exclusive(path: Optional[str | Path], what: str = "training state", other: str = "another --out"):
     """Hold `path`.lock while training from / into the state `path` (None: nothing to hold): a second
     process on the same state (a duplicated `--resume`) would write the file and the logs twice, so it is
     refused with a one-line error. The lock is the operating system's (flock): a killed holder frees it."""
@@ -231,7 +231,7 @@ def exclusive(path: Optional[str | Path], what: str = "training state"):
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise SSGANError(f"the {what} {path} is in use by {holder}; wait for it to stop (or stop it), or use "
-                             "another --out") from None
+                             f"{other}") from None
         f.truncate(0)
         f.write(f"process {os.getpid()}")
         f.flush()
