@@ -46,6 +46,7 @@ from ssgan.evaluate import evaluate  # noqa: E402
 from ssgan.seeds import fit_seeds, seeds_id  # noqa: E402
 from ssgan.train import check_plan, fit, predict_proba  # noqa: E402
 
+from script import int_list  # noqa: E402  (bench/script.py)
 from ensemble import ensemble_report  # noqa: E402  (bench/ensemble.py)
 
 
@@ -69,8 +70,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    split_seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
-    inits = [int(x) for x in args.inits.split(",")] if args.inits else []
+    split_seeds = int_list(args.seeds, "--seeds") if args.seeds else [args.seed]
+    inits = int_list(args.inits, "--inits", example="1000,2000") if args.inits else []
     if args.members and inits:
         sys.exit("error: give --members or --inits, not both")
     if args.members:

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import from_dict  # noqa: E402
+
+from script import int_list, run_main  # noqa: E402  (bench/script.py)
 from ssgan.data import load_split  # noqa: E402
 
 RUN = re.compile(r"(?P<stem>.+)-seed(?P<split>\d+)-init(?P<init>\d+)\.json$")
@@ -57,10 +59,7 @@ def main() -> None:
     ap.add_argument("--splits", default="0,1", help="comma-separated split seeds")
     ap.add_argument("--out", type=Path, default=Path("docs/digits-20-hard-splits.png"))
     args = ap.parse_args()
-    try:
-        splits = [int(s) for s in args.splits.split(",")]
-    except ValueError:
-        sys.exit(f"error: --splits takes comma-separated split seeds (e.g. 0,1), got {args.splits!r}")
+    splits = int_list(args.splits, "--splits", example="0,1")
     rows = []
     for split in splits:
         runs = runs_of(args.folder, split)
@@ -95,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

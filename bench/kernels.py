@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 from ssgan.config import load_config  # noqa: E402
 from ssgan.train import build_nets, prepare, resolve_device, train_step  # noqa: E402
 
+from script import run_main  # noqa: E402  (bench/script.py)
+
 # ATen operators that only make views or allocate: no kernel
 NO_KERNEL = {"aten::view", "aten::detach", "aten::as_strided", "aten::t", "aten::transpose", "aten::slice",
              "aten::split", "aten::split_with_sizes", "aten::alias", "aten::unsqueeze", "aten::squeeze",
@@ -89,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

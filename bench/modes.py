@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 from ssgan.config import load_config  # noqa: E402
 from ssgan.run import run_training  # noqa: E402
 
+from script import run_main  # noqa: E402  (bench/script.py)
+
 BENCHES = {
     # name: (config, overrides, default seeds)
     "digits-20": ("configs/digits-20.yaml", [], 5),
@@ -94,4 +96,4 @@ def _hardware() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -42,6 +42,8 @@ from ssgan.seeds import stack_nets  # noqa: E402
 from ssgan.seeds import train_step as seeds_train_step  # noqa: E402
 from ssgan.train import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
 
+from script import int_list, name_list, run_main  # noqa: E402  (bench/script.py)
+
 MODELS = {"mlp": [], "conv": ["model.arch=conv"]}  # overrides of configs/mnist-100.yaml
 
 
@@ -55,6 +57,9 @@ def main() -> None:
     ap.add_argument("--stacked", default="", help="numbers of seeds trained at once to time, e.g. '1,3,5' ('' = skip)")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
+    models = name_list(args.models, "--models", MODELS)
+    sizes = int_list(args.sizes, "--sizes", minimum=1, example="10000,30000") if args.sizes else []
+    stacked = int_list(args.stacked, "--stacked", minimum=1, example="1,3,5") if args.stacked else []
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -67,7 +72,7 @@ def main() -> None:
     report = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "overrides": args.overrides, "matmul_peak_gflops": peak / 1e9, "models": {}}
     print(f"{report['device']}: dense matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
-    for name in args.models.split(","):
+    for name in models:
         cfg = load_config(ROOT / "configs/mnist-100.yaml",
                           [*MODELS[name], *args.overrides, f"train.device={args.device}", "train.lr_schedule=constant"])
         row = measure_steps(cfg, device, args.steps)
@@ -75,15 +80,15 @@ def main() -> None:
         report["matmul_peak_gflops"] = peak / 1e9
         row["gflops_per_s"] = row["flops_per_step"] * row["steps_per_s"] / 1e9
         row["fraction_of_peak"] = row["gflops_per_s"] * 1e9 / peak
-        if args.sizes:
-            row["epoch_seconds"] = {n: epoch_seconds(cfg, int(n)) for n in args.sizes.split(",")}
-        if args.stacked:
+        if sizes:
+            row["epoch_seconds"] = {str(n): epoch_seconds(cfg, n) for n in sizes}
+        if stacked:
             row["stacked"] = {}
-            for n in args.stacked.split(","):
-                r = measure_steps(cfg, device, args.steps, seeds=int(n))
-                row["stacked"][n] = {"seed_steps_per_s": r["steps_per_s"] * int(n), "cuda_graph": r["cuda_graph"],
+            for n in stacked:
+                r = measure_steps(cfg, device, args.steps, seeds=n)
+                row["stacked"][str(n)] = {"seed_steps_per_s": r["steps_per_s"] * n, "cuda_graph": r["cuda_graph"],
                                      "gflops_per_s": r["flops_per_step"] * r["steps_per_s"] / 1e9}
-                print(f"{name}, {n} seed(s) at once: {r['steps_per_s'] * int(n):.2f} seed-steps/s "
+                print(f"{name}, {n} seed(s) at once: {r['steps_per_s'] * n:.2f} seed-steps/s "
                       f"({r['flops_per_step'] * r['steps_per_s'] / 1e9:.1f} GFLOP/s, cuda_graph {r['cuda_graph']})", flush=True)
         report["models"][name] = row
         print(f"{name}: {row['steps_per_s']:.2f} steps/s, {row['examples_per_s']:.0f} examples/s, "
@@ -92,7 +97,7 @@ def main() -> None:
               f"epoch s by size: {row.get('epoch_seconds')}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = "-".join([device.type, args.models.replace(",", "-"), *(o.split(".")[-1].replace("=", "_") for o in args.overrides)])
+    tag = "-".join([device.type, *models, *(o.split(".")[-1].replace("=", "_") for o in args.overrides)])
     (out / f"throughput-{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -163,4 +168,4 @@ def _device_name(device: torch.device) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -64,4 +64,4 @@ def test_split_seeds_that_are_not_numbers_are_a_one_line_error(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: --splits takes comma-separated split seeds (e.g. 0,1), got '0,one'"]
+        "error: --splits takes distinct comma-separated integers >= 0 (e.g. 0,1), got '0,one'"]
