@@ -46,9 +46,9 @@ checks)
   timeout 120 python3 -m pytest -q tests/test_cuda.py -k "not compile" -p no:cacheprovider 2>&1 | tail -6 | tee "$OUT/pytest.txt"
   echo "== throughput (left $(left) s)"
   for sets in "" "--set train.precision=tf32" "--set train.cuda_graph=false"; do
-    timeout 60 python3 bench/throughput.py --device cuda --models mlp --sizes "" --steps 500 $sets --out "$OUT" 2>&1 | grep -E "mlp|peak|Error"
+    timeout 60 python3 bench/throughput.py --device cuda --models mlp --sizes "" --steps 500 $sets --out "$OUT" 2>&1 | grep -iE "mlp|peak|error"
   done
-  timeout 90 python3 bench/throughput.py --device cuda --models mlp --sizes "" --steps 300 --stacked 3 --out "$OUT/seeds" 2>&1 | grep -E "mlp|Error"
+  timeout 90 python3 bench/throughput.py --device cuda --models mlp --sizes "" --steps 300 --stacked 3 --out "$OUT/seeds" 2>&1 | grep -iE "mlp|error"
   ;;
 seeds)
   echo "== full recipe, seeds $2 at once (left $(left) s)"
