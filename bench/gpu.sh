@@ -14,9 +14,9 @@
 #   bash bench/gpu.sh seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml --set "train.ema_compare=[0.9999]"
 #                                   # the same with Dai et al.'s settings (1.1 % on this CPU in 100 epochs, README)
 # With a 15-minute device budget (start-up included) not all of these fit. Order by what is still unmeasured
-# and most likely to settle a goal: `alone 0` (the 3-minute goal; also seed 0's error), then `checks`, then
-# the ensembles (docs/mnist-100.md, "the errors every run shares": they are expected to gain only a few test
-# images per split, so they are least likely to settle the 0.80 % goal).
+# and most likely to settle a goal: `alone 0` (the 3-minute goal; also seed 0's error), then the Dai
+# ensembles (`seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml ...`: on the CPU split 0's two
+# 300-epoch runs average to 0.78 %, docs/mnist-100.md; splits 1 and 2 are unmeasured), then `checks`.
 # Extra arguments after the seeds go to bench/gpu_recipe.py (e.g. --config configs/mnist-100-salimans.yaml).
 # The runs save their training state in .gpu_state/ (ignored by git, kept on the machine between calls):
 # a run that the deadline cuts off continues where it stopped when the same command (same arguments) is run
