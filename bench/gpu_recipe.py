@@ -39,14 +39,13 @@ sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
 from ssgan.data import load_split  # noqa: E402
-from ssgan.errors import SSGANError  # noqa: E402
 from ssgan.resume import exclusive, load_state, save_state, stop_on_sigterm  # noqa: E402
 from ssgan.ensemble import member_seeds  # noqa: E402
 from ssgan.evaluate import evaluate  # noqa: E402
 from ssgan.seeds import fit_seeds, seeds_id  # noqa: E402
 from ssgan.train import check_plan, fit, predict_proba  # noqa: E402
 
-from script import int_list  # noqa: E402  (bench/script.py)
+from script import int_list, run_main  # noqa: E402  (bench/script.py)
 from ensemble import ensemble_report  # noqa: E402  (bench/ensemble.py)
 
 
@@ -62,11 +61,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/gpu")
     ap.add_argument("--state", default="", help="save the training state to this file; continue from it if it exists")
     args = ap.parse_args()
-    try:
-        with exclusive(Path(args.state) if args.state else None, other="another --state"):  # one process per file
-            run(args)
-    except SSGANError as e:
-        sys.exit(f"error: {e}")
+    with exclusive(Path(args.state) if args.state else None, other="another --state"):  # one process per file
+        run(args)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -102,6 +98,8 @@ def run(args: argparse.Namespace) -> None:
         save_state(state_path, s, cfgs[0], data_id)
         saved_epoch = s["epoch"]
 
+    on_state = save if state_path else None
+
     if state is not None:
         print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
     if state is not None:  # a killed part may have logged epochs after its last saved state: they are trained again
@@ -120,12 +118,12 @@ def run(args: argparse.Namespace) -> None:
 
     if len(seeds) == 1:
         one = fit(cfgs[0], splits[0], on_epoch=lambda e, m, _g: on_epoch(e, [m]), progress=False, resume=state,
-                  on_state=save if state_path else None)
+                  on_state=on_state)
         classifiers, histories, seconds, graph, stop = [one.classifier], [one.history], one.seconds, one.cuda_graph, one.stop_reason
         stops, epochs = [stop], len(one.history)
     else:  # the watchdog stops a run on its own; the others go on
         many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False, resume=state,
-                         on_state=save if state_path else None)
+                         on_state=on_state)
         classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
         stops, epochs = many.stop_reasons, many.epochs_done
     if state_path and stop == "completed":
@@ -174,4 +172,4 @@ def _keep_epochs(path: Path, last: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import from_dict  # noqa: E402
+from ssgan.data import load_split  # noqa: E402
 
 from script import int_list, run_main  # noqa: E402  (bench/script.py)
-from ssgan.data import load_split  # noqa: E402
 
 RUN = re.compile(r"(?P<stem>.+)-seed(?P<split>\d+)-init(?P<init>\d+)\.json$")
 
