@@ -10,8 +10,10 @@ A run's name is its file's name followed by the settings it overrode (`--set`), 
 Each -ensemble.json (several runs of one split seed, their class probabilities averaged) becomes a run with
 the ensemble's and the members' test errors.
 Each run is tagged with a SHA-256 of its files' names and bytes (`content_sha256`); a file whose run is already in the
-experiment with the same content is skipped, so importing a folder again logs only what is new or changed
-(an unfinished run that has since finished is logged again, as the finished run).
+experiment with the same content is skipped, so importing a folder again logs only what is new or changed.
+A file whose content changed (an unfinished run that has since finished) is logged again, and its older import
+(same `source_file` tag) is deleted, so the experiment holds each file once; MLflow keeps deleted runs
+restorable (`mlflow runs restore --run-id ...`) until `mlflow gc`.
 """
 from __future__ import annotations
 
@@ -41,9 +43,9 @@ def main() -> None:
 
     mlflow.set_tracking_uri(args.tracking_uri)
     experiment = mlflow.set_experiment(args.experiment)
-    logged = {r.data.tags["content_sha256"]: r.info.run_name
-              for r in mlflow.search_runs([experiment.experiment_id], output_format="list")
-              if "content_sha256" in r.data.tags}
+    imported = [r for r in mlflow.search_runs([experiment.experiment_id], output_format="list")
+                if "content_sha256" in r.data.tags]
+    logged = {r.data.tags["content_sha256"]: r.info.run_name for r in imported}
     for log in sorted(args.folder.glob("*.jsonl")):
         summary_path = log.with_suffix(".json")
         digest = content_sha256(log, summary_path)
@@ -51,11 +53,11 @@ def main() -> None:
             continue
         epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        with mlflow.start_run(run_name=run_name(log.stem, summary)):
+        with mlflow.start_run(run_name=run_name(log.stem, summary)) as run:
             if summary:
                 flat = _flatten(summary.pop("config"))
                 mlflow.log_params({k: _param(v) for k, v in flat.items()})
-            mlflow.set_tags({"source_file": str(log.relative_to(ROOT) if log.is_relative_to(ROOT) else log),
+            mlflow.set_tags({"source_file": source_file(log),
                              "finished": str(bool(summary)).lower(), "imported": "true", "content_sha256": digest,
                              "overrides": " ".join(summary.get("overrides", [])),
                              **{k: str(summary[k]) for k in ("device", "torch", "cuda_graph", "stop_reason") if k in summary}})
@@ -67,19 +69,21 @@ def main() -> None:
             if final:
                 mlflow.log_metrics(final, step=len(epochs))
         print(f"{log.name}: {len(epochs)} epochs{'' if summary else ' (no summary: unfinished)'}")
+        replace_older(log, run.info.run_id, imported)
     for path in sorted(args.folder.glob("*-ensemble.json")):
         digest = content_sha256(path)
         if skipped(path, digest, logged, args.experiment):
             continue
         report = json.loads(path.read_text())
-        with mlflow.start_run(run_name=path.stem):
-            mlflow.set_tags({"source_file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+        with mlflow.start_run(run_name=path.stem) as run:
+            mlflow.set_tags({"source_file": source_file(path),
                              "imported": "true", "content_sha256": digest, "members": ", ".join(report["members"])})
             mlflow.log_metrics({"ensemble_error_pct": report["ensemble_error_pct"],
                                 "mean_member_error_pct": report["mean_member_error_pct"],
                                 "members_agree_fraction": report["members_agree_fraction"],
                                 **{f"member{i}_error_pct": e for i, e in enumerate(report["member_error_pct"])}})
         print(f"{path.name}: ensemble of {len(report['members'])}, test error {report['ensemble_error_pct']} %")
+        replace_older(path, run.info.run_id, imported)
 
 
 def run_name(stem: str, summary: dict) -> str:
@@ -87,6 +91,23 @@ def run_name(stem: str, summary: dict) -> str:
     runs of several variants of one config tell apart in the MLflow UI: `digits-20-best-seed0-init0 train.lr=0.0005`."""
     changed = [o for o in summary.get("overrides", []) if not o.startswith("train.device=")]
     return " ".join([stem, *changed])
+
+
+def source_file(path: Path) -> str:
+    """The `source_file` tag: the path relative to the repository when the file is in it, else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def replace_older(path: Path, new_run_id: str, imported: list) -> None:
+    """Delete the earlier imports of `path` (same source_file, other content) now that `new_run_id` holds its
+    current content; each deleted run is named with its id, so that it can be restored."""
+    import mlflow
+
+    for old in imported:
+        if old.data.tags.get("source_file") == source_file(path) and old.info.run_id != new_run_id:
+            mlflow.delete_run(old.info.run_id)
+            print(f"{path.name}: older import '{old.info.run_name}' ({old.info.run_id}) replaced and deleted")
 
 
 def skipped(path: Path, digest: str, logged: dict[str, str], experiment: str) -> bool:

@@ -69,16 +69,21 @@ def test_importing_a_folder_again_logs_only_the_runs_that_are_new_or_changed(tmp
     assert names() == ["seed0", "seed1"]
 
     # it has finished since; its files now hold the same bytes as seed0's, but they are another run's files
+    partial_id = next(r.info.run_id for r in client.search_runs([client.get_experiment_by_name("again").experiment_id])
+                      if r.info.run_name == "seed1")
     write_run(runs, "seed1", epochs, {"config": {}, "test_error_pct": 5.0})
     third = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert third.returncode == 0, third.stderr
     assert third.stdout.splitlines() == ["seed0.jsonl: already in experiment again as run 'seed0', skipped",
-                                         "seed1.jsonl: 2 epochs"]
-    assert names() == ["seed0", "seed1", "seed1"]
+                                         "seed1.jsonl: 2 epochs",
+                                         f"seed1.jsonl: older import 'seed1' ({partial_id}) replaced and deleted"]
+    # the experiment holds each file once, as its finished run; the partial import is deleted, not lost
+    assert names() == ["seed0", "seed1"]
     finished = [r for r in client.search_runs([client.get_experiment_by_name("again").experiment_id])
                 if r.data.tags["finished"] == "true"]
     assert sorted(r.info.run_name for r in finished) == ["seed0", "seed1"]
-
+    assert client.get_run(partial_id).info.lifecycle_stage == "deleted"
+    assert client.get_run(partial_id).data.tags["finished"] == "false"
 
 def test_a_missing_or_empty_folder_is_a_one_line_error_and_creates_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
