@@ -104,8 +104,9 @@ def replace_older(path: Path, new_run_id: str, imported: list) -> None:
     current content; each deleted run is named with its id, so that it can be restored."""
     import mlflow
 
+    tag = source_file(path)
     for old in imported:
-        if old.data.tags.get("source_file") == source_file(path) and old.info.run_id != new_run_id:
+        if old.data.tags.get("source_file") == tag and old.info.run_id != new_run_id:
             mlflow.delete_run(old.info.run_id)
             print(f"{path.name}: older import '{old.info.run_name}' ({old.info.run_id}) replaced and deleted")
 
