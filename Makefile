@@ -13,7 +13,8 @@ install:  ## create .venv and install ssgan with its dev extras at the tested ve
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 
-test:  ## run the test suite (CPU)
+test:  ## the import layers (import-linter, pyproject.toml), then the test suite (CPU)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 server:  ## a shared MLflow tracking server: runs in BACKEND, artifacts uploaded through the server into ARTIFACTS
@@ -23,9 +24,10 @@ serve-model:  ## serve MODEL (models:/NAME@ALIAS, runs:/ID/model or a folder) ov
 	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
 	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host $(HOST) --port $(PORT)
 
-demo:  ## the main job: ssgan and the supervised baseline on digits with 20 labels (about a minute on 2 CPU cores)
+demo:  ## the main job: ssgan and the supervised baseline on digits with 20 labels, the same split; prints the gain
 	$(BIN)/ssgan train -c configs/digits-20.yaml --out runs/digits-20-ssgan
 	$(BIN)/ssgan train -c configs/digits-20.yaml --mode supervised --out runs/digits-20-supervised
+	$(BIN)/python -m ssgan.experiments.gain runs/digits-20-ssgan/summary.json runs/digits-20-supervised/summary.json
 
 ui:  ## open the MLflow UI on the local store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port $(PORT)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssgan.evaluate import score  # noqa: E402
+from ssgan.evaluation.metrics import score  # noqa: E402
 
 
 def ensemble_report(member_probs: list[np.ndarray], names: list[str], y_test: np.ndarray) -> dict:
@@ -49,7 +49,7 @@ def load_runs(paths: list[str], root: str, config: str):
     """The runs' test-set probabilities and the split of `config` they were scored on (its fixed test set);
     exits with a one-line error for a missing file or probabilities of another test set."""
     from ssgan.config import load_config
-    from ssgan.data import load_split
+    from ssgan.data.splits import load_split
     from ssgan.errors import SSGANError
 
     missing = [p for p in paths if not Path(p).is_file()]

@@ -38,12 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
-from ssgan.data import load_split  # noqa: E402
-from ssgan.resume import exclusive, load_state, save_state, stop_on_sigterm  # noqa: E402
-from ssgan.ensemble import member_seeds  # noqa: E402
-from ssgan.evaluate import evaluate  # noqa: E402
-from ssgan.seeds import fit_seeds, seeds_id  # noqa: E402
-from ssgan.train import check_plan, fit, predict_proba  # noqa: E402
+from ssgan.data.splits import load_split  # noqa: E402
+from ssgan.training.resume import exclusive, load_state, save_state, stop_on_sigterm  # noqa: E402
+from ssgan.tracking.ensemble import member_seeds  # noqa: E402
+from ssgan.evaluation.metrics import evaluate  # noqa: E402
+from ssgan.training.seeds import fit_seeds, seeds_id  # noqa: E402
+from ssgan.training.fit import check_plan, fit  # noqa: E402
+from ssgan.nets.inference import predict_proba  # noqa: E402
 
 from script import int_list, run_main  # noqa: E402  (bench/script.py)
 from ensemble import ensemble_report  # noqa: E402  (bench/ensemble.py)
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> None:
     stop_on_sigterm()
     start = time.perf_counter() - (state["seconds"] if state else 0.0)  # a continued run's clock goes on
 
-    def on_epoch(epoch: int, metrics: list[dict]) -> None:
+    def on_epoch(epoch: int, metrics: list[dict], _generators=None) -> None:
         for log, m in zip(logs, metrics):
             if m is None:  # the watchdog stopped this run; the others go on
                 continue

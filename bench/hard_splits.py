@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import from_dict  # noqa: E402
-from ssgan.data import load_split  # noqa: E402
+from ssgan.data.splits import load_split  # noqa: E402
 
 from script import int_list, run_main  # noqa: E402  (bench/script.py)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssgan.tracking import _param  # noqa: E402
+from ssgan.tracking.logger import param_value  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         with mlflow.start_run(run_name=run_name(log.stem, summary)) as run:
             if summary:
                 flat = _flatten(summary.pop("config"))
-                mlflow.log_params({k: _param(v) for k, v in flat.items()})
+                mlflow.log_params({k: param_value(v) for k, v in flat.items()})
             mlflow.set_tags({"source_file": source_file(log),
                              "finished": str(bool(summary)).lower(), "imported": "true", "content_sha256": digest,
                              "overrides": " ".join(summary.get("overrides", [])),

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config  # noqa: E402
-from ssgan.run import run_training  # noqa: E402
+from ssgan.tracking.run import run_training  # noqa: E402
 
 from script import run_main  # noqa: E402  (bench/script.py)
 

@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config  # noqa: E402
-from ssgan.data import UNLABELED, Split  # noqa: E402
-from ssgan.flops import matmul_peak, step_flops  # noqa: E402
-from ssgan.graphs import GraphedStep  # noqa: E402
-from ssgan.seeds import stack_nets  # noqa: E402
-from ssgan.seeds import train_step as seeds_train_step  # noqa: E402
-from ssgan.train import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
+from ssgan.data.splits import UNLABELED, Split  # noqa: E402
+from ssgan.training.flops import matmul_peak, step_flops  # noqa: E402
+from ssgan.training.graphs import GraphedStep  # noqa: E402
+from ssgan.training.seeds import stack_nets  # noqa: E402
+from ssgan.training.seeds import train_step as seeds_train_step  # noqa: E402
+from ssgan.training.fit import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
 
 from script import int_list, name_list, run_main  # noqa: E402  (bench/script.py)
 

@@ -1,11 +1,15 @@
 """`ssgan` command line: parse, build the config, call the library."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -14,7 +18,8 @@ from ssgan.errors import SSGANError
 
 
 class _Group(click.Group):
-    """Turns library errors into one-line messages with exit status 2, never a traceback."""
+    """Turns library errors, and failures to read or write a named file, into one-line messages with exit
+    status 2, never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -22,6 +27,33 @@ class _Group(click.Group):
         except SSGANError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(2)
+        except OSError as e:  # e.g. the disk filled up while writing a summary
+            if e.filename is None or e.errno == errno.EPIPE:
+                raise
+            click.echo(f"error: {e.filename!r}: {e.strerror or e}", err=True)
+            ctx.exit(2)
+
+
+def _out_folder(out: Optional[str], holds_file: bool = False) -> None:
+    """Check that the folder of --out (a file's folder when `holds_file`) can be made and takes a file, so that
+    an unusable --out is a one-line error before any work rather than a traceback after it. Folders made for the
+    check are removed again: the command makes them when it writes (and a command that fails leaves none)."""
+    if out is None:
+        return
+    folder = Path(out).parent if holds_file else Path(out)
+    made = [f for f in (folder, *folder.parents) if not f.exists()]  # the deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        which = f"the folder {str(folder)!r}" if holds_file else "the folder"
+        raise SSGANError(f"--out {out!r}: {which} cannot be created or written ({e.strerror or e}); "
+                         "choose another --out") from None
+    finally:
+        for f in made:
+            with contextlib.suppress(OSError):
+                f.rmdir()
 
 
 @click.group(cls=_Group)
@@ -36,10 +68,15 @@ def cli(quiet: bool) -> None:
 
 
 @cli.command()
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file; without it, the built-in defaults (ssgan/config.py).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
 @click.option("--mode", type=click.Choice(["ssgan", "supervised"]), help="Overrides the config's mode.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write summary.json here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder (created if missing) for summary.json (with --seeds: summary-seed<S>.json) and the "
+              "training state train_state.pt, saved "
+              "while training and on Ctrl-C or SIGTERM, which --resume continues from. Without --out the run is "
+              "only in MLflow and cannot be resumed.")
 @click.option("--register", "register_name", metavar="NAME", help="Register the logged model in MLflow's registry as NAME.")
 @click.option("--alias", default="champion", show_default=True, help="With --register: the alias set on the new version.")
 @click.option("--seeds", "seeds", metavar="S1,S2,...", help="Train on these split seeds at once (one MLflow run each; "
@@ -49,18 +86,24 @@ def cli(quiet: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the unfinished run (--seeds, --members) whose training state --out holds "
               "(OUT/train_state.pt, saved while training and on Ctrl-C or SIGTERM), with the same config.")
 def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, members, resume) -> None:
-    """Train a classifier (ssgan or the supervised baseline) and track it in MLflow."""
-    from ssgan.resume import stop_on_sigterm
-    from ssgan.run import run_training, run_training_seeds
-    from ssgan.serving import check_alias
+    """Train a classifier (ssgan or the supervised baseline) and track it in MLflow.
+
+    Without -c it trains the built-in default config (ssgan/config.py): ssgan mode on scikit-learn's 8x8
+    digits with 100 labels (split seed 0), the MLP of Salimans et al. 2016 for MNIST, 10 epochs, in the
+    MLflow experiment "ssgan".
+    """
+    from ssgan.training.resume import stop_on_sigterm
+    from ssgan.tracking.run import run_training, run_training_seeds
+    from ssgan.serving.pyfunc import check_alias
 
     check_alias(alias)
     stop_on_sigterm()
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
+    _out_folder(out_dir)
     keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
     if members is not None:
-        from ssgan.ensemble import run_ensemble
+        from ssgan.tracking.ensemble import run_ensemble
 
         if members < 2 or seeds is not None or cfg.mode != "ssgan":
             raise SSGANError(f"--members {members}: an ensemble needs at least 2 members of one split, in ssgan mode "
@@ -100,15 +143,19 @@ def _seed_list(text: str) -> list[int]:
 @click.option("--tricks", "tricks", required=True, help="Comma-separated tricks to toggle, e.g. label_smoothing,dropout.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Split seeds 0..N-1 per variant.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="ablation", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="ablation", show_default=True,
+              help="Folder for the table (ablation.md), its data (ablation.json) and its chart (ablation.png).")
 def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
     """Train the base config and one variant per trick (toggled) over several seeds; report the differences."""
-    from ssgan.ablate import TOGGLES, run_ablation
+    from ssgan.experiments.ablate import TOGGLES, run_ablation
+    from ssgan.experiments.origin import ConfigOrigin
 
     names = [t.strip() for t in tricks.split(",") if t.strip()]
     if not names:
         raise SSGANError(f"--tricks is empty; choose from {', '.join(TOGGLES)}")
-    summary = run_ablation(load_config(config_path, overrides), names, seeds, out_dir)
+    cfg = load_config(config_path, overrides)
+    _out_folder(out_dir)
+    summary = run_ablation(cfg, names, seeds, out_dir, origin=ConfigOrigin.of(cfg, config_path, overrides))
     click.echo((Path(out_dir) / "ablation.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; table, JSON and chart in {out_dir}/", err=True)
 
@@ -120,7 +167,9 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
 @click.option("--methods", default="ssgan,supervised,label_spreading,self_training", show_default=True,
               help="Comma-separated methods; ssgan_ensemble adds --members ssgan runs per split, averaged.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="compare", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="compare", show_default=True,
+              help="Folder for the report (report.md, report.html, summary.json, learning_curve.png, "
+              "confusion_best_ssgan.png) and, while runs train, their saved states (state/) that --resume uses.")
 @click.option("--resume", is_flag=True, help="Continue the latest comparison with the same arguments and --out: skip "
               "its finished runs, continue interrupted ones from their saved training state.")
 @click.option("--seeds-at-once", is_flag=True, help="Train ssgan's (and supervised's) seeds of a budget together: "
@@ -129,13 +178,17 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
               help="ssgan_ensemble: ssgan runs per split (training seeds S, S+1000, ...), probabilities averaged.")
 def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once, members) -> None:
     """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
-    from ssgan.compare import Plan, run_comparison
-    from ssgan.resume import stop_on_sigterm
+    from ssgan.experiments.compare import run_comparison
+    from ssgan.experiments.origin import ConfigOrigin
+    from ssgan.experiments.plan import Plan
+    from ssgan.training.resume import stop_on_sigterm
 
     stop_on_sigterm()  # a batch system's stop request: the current run's state is saved, as on Ctrl-C
     plan = Plan.parse(budgets, seeds, methods, members)
-    summary = run_comparison(load_config(config_path, overrides), plan, out_dir, resume=resume,
-                             seeds_at_once=seeds_at_once)
+    cfg = load_config(config_path, overrides)
+    _out_folder(out_dir)
+    summary = run_comparison(cfg, plan, out_dir, resume=resume, seeds_at_once=seeds_at_once,
+                             origin=ConfigOrigin.of(cfg, config_path, overrides))
     click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
     if not summary["complete"]:  # exit status 3, as `train` after a watchdog stop
@@ -147,19 +200,23 @@ def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, se
 @cli.command()
 @click.option("--experiment", required=True, help="MLflow experiment holding the comparison.")
 @click.option("--parent", "parent_run_id", help="The comparison's parent run id (default: the latest comparison).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
+              help="Folder for the rebuilt report: report.md, report.html, summary.json and the figures.")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
 def report(experiment, parent_run_id, out_dir, tracking_uri) -> None:
     """Rebuild a comparison's report from the MLflow store, without re-running anything."""
-    from ssgan.report import report_from_store
+    from ssgan.experiments.report import report_from_store
 
+    _out_folder(out_dir)
     summary = report_from_store(experiment, parent_run_id, out_dir, tracking_uri)
     click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
 
 
 @cli.command()
-@click.option("--model", "model_ref", required=True, help="An MLflow run id or a checkpoint.pt path.")
+@click.option("--model", "model_ref", required=True,
+              help="A run id, a models:/NAME@ALIAS (or runs:/, or summary.json's model_uri) URI, a logged model folder "
+                   "or a checkpoint.pt file.")
 @click.option("--class", "class_name", help="Class to draw (conditional generators).")
 @click.option("-n", "count", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -167,9 +224,14 @@ def report(experiment, parent_run_id, out_dir, tracking_uri) -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 def sample(model_ref, class_name, count, seed, tracking_uri, out_path) -> None:
     """Write a grid of generated samples from a trained run."""
-    from ssgan.samples import write_samples
+    import mlflow
 
-    click.echo(str(write_samples(model_ref, out_path, count, class_name, seed, tracking_uri)))
+    from ssgan.serving.samples import write_samples
+    from ssgan.tracking.store import resolve_uri
+
+    _out_folder(out_path, holds_file=True)
+    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+    click.echo(str(write_samples(model_ref, out_path, count, class_name, seed)))
 
 
 @cli.command()
@@ -182,9 +244,10 @@ def predict(model_ref, input_path, out_path, tracking_uri) -> None:
     """Predict classes for new inputs: one CSV row per input with the class name and per-class probabilities."""
     import mlflow
 
-    from ssgan.serving import write_predictions
-    from ssgan.tracking import resolve_uri
+    from ssgan.serving.predict import write_predictions
+    from ssgan.tracking.store import resolve_uri
 
+    _out_folder(out_path, holds_file=True)
     mlflow.set_tracking_uri(resolve_uri(tracking_uri))
     click.echo(str(write_predictions(model_ref, input_path, out_path)))
 

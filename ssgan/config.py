@@ -21,8 +21,9 @@ from ssgan.errors import ConfigError
 @dataclass(frozen=True)
 class DataConfig:
     name: Literal["mnist", "fashion_mnist", "svhn", "cifar10", "digits", "npz", "csv", "parquet", "imagefolder"] = "digits"
-    root: str = "data"  # torchvision datasets live under ROOT/<Dataset>/; imagefolder: ROOT/<class>/*.png|jpg
-    download: bool = False
+    root: Optional[str] = None  # torchvision datasets live under ROOT/<Dataset>/, null = $SSGAN_DATA, else
+    #                             ~/.cache/ssgan/datasets (ssgan/data/cache.py); imagefolder: ROOT/<class>/*.png|jpg
+    download: bool = False  # torchvision datasets: fetch missing files into ROOT (needs internet)
     path: Optional[str] = None  # the file for name=npz|csv|parquet
     test_path: Optional[str] = None  # csv|parquet: a labeled test file (else labeled rows are held out)
     label_column: str = "label"  # csv|parquet: the label column (empty, NaN or -1 = unlabeled)
@@ -217,7 +218,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_first_line(e)}") from None
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(e)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}")
     for item in overrides:
@@ -356,6 +357,13 @@ def _check_ranges(cfg: Config) -> None:
     for key, (ok, must_be) in _RANGES.items():
         if not ok(flat[key]):
             raise ConfigError(f"{key} must be {must_be}; got {flat[key]!r}")
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """`line 3, column 5: mapping values are not allowed here` (PyYAML's marks count from 0)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or _first_line(e)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def _first_line(e: Exception) -> str:

@@ -6,7 +6,7 @@ of `X` as unlabeled data. As in scikit-learn's `LabelSpreading` and `SelfTrainin
 -1 marks an unlabeled row. `X` is a table (N, F) or an array of images (N, C, H, W).
 
 The estimator only translates: its parameters become a `Config` (whose table checks every value), the
-data become a `Split`, and `ssgan.train.fit` does the training.
+data become a `Split`, and `ssgan.training.fit` does the training.
 """
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
-from ssgan import train
+from ssgan.nets.inference import predict_proba
+from ssgan.training.fit import fit
+from ssgan.training.step import resolve_device
 from ssgan.config import Config, from_dict, set_dotted
-from ssgan.data import UNLABELED, Split
+from ssgan.data.splits import UNLABELED, Split
 from ssgan.errors import ConfigError
-from ssgan.preprocess import fit_for
+from ssgan.data.preprocess import fit_for
 
 # Estimator parameter -> the config key it sets; config.py checks each value's type and range.
 PARAM_KEYS = {
@@ -65,6 +67,8 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
     device : "cpu", "cuda", "cuda:N" or "auto" for training; the fitted model lives on the CPU.
     config : optional dict of further dotted config keys, e.g. {"tricks.dropout": 0.3,
         "train.steps_per_epoch": 20}; a key set by a parameter above (or by fit) is refused.
+    verbose : 0 = silent; >= 1 = one line per epoch on stderr while fitting (epoch, losses, accuracy on the
+        labeled rows of X), from the training loop's log (the logger "ssgan", at INFO).
 
     Attributes
     ----------
@@ -94,6 +98,7 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
         random_state: Any = 0,
         device: str = "cpu",
         config: Optional[dict[str, Any]] = None,
+        verbose: int = 0,
     ):
         self.mode = mode
         self.arch = arch
@@ -107,6 +112,7 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.config = config
+        self.verbose = verbose
 
     def fit(self, X, y) -> "SSGANClassifier":
         """Train on (X, y); rows with y == -1 are used as unlabeled data (mode="ssgan") or not at all."""
@@ -123,8 +129,8 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
             cfg = self._config(n_samples=len(X))
             preprocessor = fit_for(X, cfg.data.scale)  # tables: standardized; images: their range
             split = make_split(preprocessor(X), labeled, y_lb, classes)
-            with _own_rng(cfg):
-                result = train.fit(cfg, split, progress=False)
+            with _own_rng(cfg), _EpochLines(self.verbose):
+                result = fit(cfg, split, progress=False)
         except ConfigError as e:
             raise ValueError(f"{type(self).__name__}: {e}") from None
         if result.stop_reason != "completed":
@@ -142,7 +148,7 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has samples of shape {np.shape(X)[1:]}, but {type(self).__name__} was fitted "
                              f"on samples of shape {self.input_shape_}")
         X = validate_data(self, X, reset=False, allow_nd=True, dtype=(np.float64, np.float32))
-        proba = train.predict_proba(self.model_, self.preprocessor_(X), len(self.classes_)).double()  # (N, K)
+        proba = predict_proba(self.model_, self.preprocessor_(X), len(self.classes_)).double()  # (N, K)
         return (proba / proba.sum(dim=1, keepdim=True)).numpy()
 
     def predict(self, X) -> np.ndarray:
@@ -207,7 +213,35 @@ def draw_seed(random_state: Any) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+class _EpochLines:
+    """With verbose >= 1, the "ssgan" logger's INFO lines (one per epoch) go to stderr for the duration of fit,
+    once each: meanwhile the logger does not also pass them on to the caller's handlers."""
+
+    def __init__(self, verbose: int):
+        import logging
+        import sys
+
+        self.logger = logging.getLogger("ssgan")
+        self.handler = logging.StreamHandler(sys.stderr) if verbose else None
+        self.saved = (self.logger.level, self.logger.propagate)
+
+    def __enter__(self) -> None:
+        import logging
+
+        if self.handler is not None:
+            self.handler.setFormatter(logging.Formatter("%(message)s"))
+            self.logger.addHandler(self.handler)
+            self.logger.setLevel(logging.INFO)
+            self.logger.propagate = False
+
+    def __exit__(self, *exc) -> None:
+        if self.handler is not None:
+            self.logger.removeHandler(self.handler)
+            self.logger.setLevel(self.saved[0])
+            self.logger.propagate = self.saved[1]
+
+
 def _own_rng(cfg: Config):
     """Training seeds torch's global RNG (train.seed); restore the caller's RNG state afterwards."""
-    on_cpu = train.resolve_device(cfg.train.device).type == "cpu"
+    on_cpu = resolve_device(cfg.train.device).type == "cpu"
     return torch.random.fork_rng(devices=[] if on_cpu else None)  # None: every CUDA device

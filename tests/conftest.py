@@ -1,8 +1,14 @@
 """Shared fixtures: tiny in-test data and a throwaway MLflow store."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+# The torchvision datasets of configs/ (data.root unset) are read from here: the folder CI and the benchmarks share.
+os.environ.setdefault("SSGAN_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 K, N_PER_CLASS = 3, 40
 
@@ -51,9 +57,7 @@ def second_fails_in_epoch_2(monkeypatch):
     as it would one whose D collapsed; with `tricks.watchdog.patience=100` it checks once per epoch. (That the
     watchdog does stop the right seed on its own is tests/test_seeds.py's.) Returns the CLI arguments of such a
     3-epoch run of configs/smoke.yaml on the tiny data: `args(npz_path, out, store_uri, "--seeds", "0,1")`."""
-    from pathlib import Path
-
-    from ssgan.watchdog import Watchdog
+    from ssgan.training.watchdog import Watchdog
 
     checks = []
 

@@ -38,6 +38,10 @@ def test_smoke_run_end_to_end(tmp_path, npz_path, store_uri):
     assert run.data.params["train.epochs"] == "2" and run.data.params["mode"] == "ssgan"
     assert run.data.tags["split_hash"] == summary["split_hash"]
     assert run.data.tags["stop_reason"] == "completed"
+    assert run.info.run_name == "ssgan · 6 labels · seed 0"  # what the run is, in the UI's runs table
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.user"]  # as mlflow.start_run leaves it
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
     assert run.data.metrics["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -53,6 +57,11 @@ def test_smoke_run_end_to_end(tmp_path, npz_path, store_uri):
     assert list(frame.columns) == ["predicted", "p_0", "p_1", "p_2"]
     assert np.allclose(frame[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0, atol=1e-5)
     assert (frame["predicted"].astype(int) == data["y_test"]).mean() == pytest.approx(summary["test_accuracy"])
+
+
+def test_python_dash_m_ssgan_is_the_cli():
+    done = subprocess.run([sys.executable, "-m", "ssgan", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "Usage: ssgan train" in done.stdout
 
 
 def test_supervised_mode_from_the_cli(tmp_path, npz_path, store_uri):
@@ -176,6 +185,9 @@ def test_ablate_writes_table_json_chart_and_nested_runs(tmp_path, npz_path, stor
     smooth = [r["test_accuracy"] - base[r["seed"]] for r in summary["runs"] if r["variant"] == "label_smoothing on"]
     assert summary["rows"][1]["diff_to_base"] == pytest.approx(sum(smooth) / 2)
     assert "| label_smoothing on |" in (out / "ablation.md").read_text()
+    assert (out / "ablation.md").read_text().startswith(  # the overrides and epochs, as in a comparison's report
+        f"Config: {ROOT / 'configs/smoke.yaml'} with overrides data.name=npz; data.path={npz_path}; data.labels=6; ")
+    assert "(2 epochs per network run).\n\n| variant |" in (out / "ablation.md").read_text()
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
     mlflow.set_tracking_uri(store_uri)
@@ -214,4 +226,81 @@ def test_sample_writes_a_class_grid_from_a_conditional_run(tmp_path, npz_path, s
                                    "--tracking-uri", store_uri])
     assert bad.exit_code == 2 and "--class '7' is not a class of this model; classes: 0, 1, 2" in bad.output
     missing = CliRunner().invoke(cli, ["sample", "--model", "no-such-run", "--out", str(grid), "--tracking-uri", store_uri])
-    assert missing.exit_code == 2 and "neither a checkpoint file nor a run" in missing.output
+    assert missing.exit_code == 2 and "is neither a file, a model folder, a run id nor a models:/" in missing.output
+    # the references `predict` takes: summary.json's model URI (models:/m-...) and a checkpoint file
+    model_uri = json.loads((out / "summary.json").read_text())["model_uri"]
+    assert model_uri.startswith("models:/m-")
+    by_uri = tmp_path / "by_uri.png"
+    result = run_cli("sample", "--model", model_uri, "--class", "2", "-n", "16", "--out", str(by_uri),
+                     "--tracking-uri", store_uri)
+    assert result.exit_code == 0, result.output
+    assert Image.open(by_uri).tobytes() == image.tobytes()  # the same generator, the same noise
+
+
+SMOKE = str(ROOT / "configs/smoke.yaml")
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "-c", SMOKE],
+    ["compare", "-c", SMOKE, "--labels", "20"],
+    ["ablate", "-c", SMOKE, "--tricks", "dropout"],
+    ["report", "--experiment", "compare"],
+])
+def test_an_out_folder_that_cannot_be_made_is_a_one_line_error(command, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "out"  # under a file: no folder can be made there, not even by root
+    result = CliRunner().invoke(cli, [*command, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: --out '{out}': the folder cannot be created or written (Not a directory); "
+                             "choose another --out\n")
+
+
+@pytest.mark.parametrize("command", [["predict", "--model", "run-id", "--input", "x.csv"], ["sample", "--model", "run-id"]])
+def test_an_out_file_whose_folder_cannot_be_made_is_a_one_line_error(command, tmp_path):
+    folder = tmp_path / "a-file"
+    folder.write_text("")
+    result = CliRunner().invoke(cli, [*command, "--out", str(folder / "out.csv")])
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: --out '{folder / 'out.csv'}': the folder '{folder}' cannot be created or "
+                             "written (File exists); choose another --out\n")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_out_in_proc_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "-c", SMOKE, "--out", "/proc/forbidden"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ["error: --out '/proc/forbidden': the folder cannot be created or written "
+                                        "(No such file or directory); choose another --out"]
+
+
+def test_a_file_that_cannot_be_written_later_is_a_one_line_error(monkeypatch):
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/summary.json")
+
+    monkeypatch.setattr("ssgan.cli.load_config", disk_full)
+    result = CliRunner().invoke(cli, ["train", "-c", SMOKE])
+    assert result.exit_code == 2 and result.output == "error: 'runs/x/summary.json': No space left on device\n"
+
+
+@pytest.mark.parametrize("command,phrases", [
+    ("train", ["summary.json", "train_state.pt", "--resume", "built-in default config", "8x8 digits with 100 labels",
+               "10 epochs"]),
+    ("compare", ["report.md", "report.html", "summary.json", "learning_curve.png", "state/"]),
+    ("ablate", ["ablation.md", "ablation.json", "ablation.png"]),
+    ("report", ["report.md", "report.html", "summary.json"]),
+])
+def test_help_says_what_out_holds_and_what_train_trains_without_a_config(command, phrases):
+    text = " ".join(CliRunner().invoke(cli, [command, "--help"], terminal_width=1000).output.split())
+    assert all(p in text for p in phrases), text
+
+
+def test_train_without_a_config_trains_the_defaults_the_help_names():
+    from ssgan.config import Config
+
+    cfg = Config()
+    assert (cfg.mode, cfg.data.name, cfg.data.labels, cfg.data.split_seed, cfg.train.epochs) == \
+        ("ssgan", "digits", 100, 0, 10)
+    assert (cfg.model.arch, cfg.model.d_hidden, cfg.tracking.experiment) == ("mlp", (1000, 500, 250, 250, 250), "ssgan")

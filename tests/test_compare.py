@@ -1,5 +1,6 @@
 """`ssgan compare` and `ssgan report`: the same splits for every method, the paired gain, a report that the
 store alone reproduces, resume, failures that do not stop a comparison, and one-line errors."""
+import html
 import json
 import math
 from pathlib import Path
@@ -13,9 +14,11 @@ from click.testing import CliRunner
 from conftest import write_tiny_npz
 
 from ssgan.cli import cli
-from ssgan.compare import DEFAULT_METHODS, Plan, run_comparison
+from ssgan.experiments.compare import run_comparison
+from ssgan.experiments.origin import ConfigOrigin
+from ssgan.experiments.plan import DEFAULT_METHODS, Plan
 from ssgan.config import load_config
-from ssgan.report import collect_rows, gain_sentence, summarize
+from ssgan.experiments.report import collect_rows, gain_sentence, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs/smoke.yaml")
@@ -47,11 +50,13 @@ def comparison(tmp_path_factory, store_uri):
     """2 budgets x 2 seeds x 4 methods on the tiny set, through the CLI."""
     tmp = tmp_path_factory.mktemp("compare")
     out = tmp / "out"
+    overrides = data_overrides(write_tiny_npz(tmp / "tiny.npz"), "compare", store_uri)
     args = ["compare", "-c", SMOKE, "--labels", "6,all", "--seeds", "2", "--out", str(out),
-            *data_args(write_tiny_npz(tmp / "tiny.npz"), "compare", store_uri)]
+            *[a for o in overrides for a in ("--set", o)]]
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
-    return {"out": out, "summary": json.loads((out / "summary.json").read_text()), "stdout": result.stdout}
+    return {"out": out, "summary": json.loads((out / "summary.json").read_text()), "stdout": result.stdout,
+            "overrides": overrides}
 
 
 def test_every_method_sees_the_same_labeled_examples(comparison, store_uri):
@@ -94,6 +99,28 @@ def test_compare_writes_the_report_and_logs_it_to_the_parent(comparison, store_u
     assert set(summary["files"]) <= logged and "config.yaml" in logged
 
 
+def test_the_report_states_the_config_file_its_overrides_and_the_epochs(comparison, store_uri):
+    """So that a shortened smoke comparison (--set train.epochs=5) does not read as the method's result."""
+    summary, overrides = comparison["summary"], comparison["overrides"]
+    assert summary["config"] == {"source": SMOKE, "overrides": overrides, "epochs": 2}  # smoke.yaml: 2 epochs
+    line = f"Config: {SMOKE} with overrides {'; '.join(overrides)} (2 epochs per network run)."
+    md = (comparison["out"] / "report.md").read_text()
+    assert md.split("\n\n")[1] == line  # right under the title
+    assert html.escape(line) in (comparison["out"] / "report.html").read_text()
+    tags = mlflow.MlflowClient(store_uri).get_run(summary["parent_run_id"]).data.tags
+    assert (tags["config"], tags["overrides"], tags["epochs"]) == (SMOKE, "; ".join(overrides), "2")
+
+
+def test_config_origin_without_overrides_and_from_tags():
+    cfg = load_config(SMOKE, ["train.epochs=5"])
+    origin = ConfigOrigin.of(cfg, "configs/smoke.yaml", ["train.epochs=5"])
+    assert origin.sentence() == "Config: configs/smoke.yaml with overrides train.epochs=5 (5 epochs per network run)."
+    assert ConfigOrigin.from_tags(origin.tags()) == origin and ConfigOrigin.from_tags({"kind": "compare"}) is None
+    plain = ConfigOrigin.of(load_config(None), None, [])
+    assert plain.tags()["overrides"] == "none" and ConfigOrigin.from_tags(plain.tags()) == plain
+    assert plain.sentence() == "Config: the built-in defaults, no overrides (10 epochs per network run)."
+
+
 def test_report_from_the_store_reproduces_the_comparison(comparison, store_uri, tmp_path):
     parent = comparison["summary"]["parent_run_id"]
     for extra in ([], ["--parent", parent]):  # the latest comparison by default, or the one named
@@ -129,12 +156,12 @@ def test_resume_skips_finished_runs(tmp_path, npz_path, store_uri):
 
 
 def test_seeds_at_once_give_the_same_runs_on_the_same_splits(tmp_path, npz_path, store_uri):
-    from ssgan.compare import _batches
+    from ssgan.experiments.compare import run_batches
 
     plan = Plan.parse("6", 3, "ssgan,label_spreading")
-    assert _batches(plan.runs(), True) == [("ssgan", "6", [0, 1, 2]), ("label_spreading", "6", [0]),
+    assert run_batches(plan.runs(), True) == [("ssgan", "6", [0, 1, 2]), ("label_spreading", "6", [0]),
                                            ("label_spreading", "6", [1]), ("label_spreading", "6", [2])]
-    assert _batches(plan.runs(), False) == [(m, b, [s]) for m, b, s in plan.runs()]
+    assert run_batches(plan.runs(), False) == [(m, b, [s]) for m, b, s in plan.runs()]
     args = ["compare", "-c", SMOKE, "--labels", "6", "--seeds", "3", "--methods", "ssgan,supervised,label_spreading",
             "--seeds-at-once", "--out", str(tmp_path / "out"), *data_args(npz_path, "at-once", store_uri)]
     result = run_cli(*args)
@@ -157,7 +184,7 @@ def test_a_failed_run_is_recorded_and_the_comparison_goes_on(tmp_path, npz_path,
     def broken(estimator, split):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("ssgan.baselines.fit_and_score", broken)
+    monkeypatch.setattr("ssgan.experiments.baselines.fit_and_score", broken)
     cfg = load_config(SMOKE, [*data_overrides(npz_path, "failing", store_uri),
                               "tricks.watchdog.d_loss_below=1e9", "tricks.watchdog.patience=7"])
     summary = run_comparison(cfg, Plan.parse("6", 1, "ssgan,supervised,label_spreading"), tmp_path / "out", progress=False)
@@ -261,7 +288,7 @@ def test_ctrl_c_stops_the_comparison_and_resume_finishes_it(tmp_path, npz_path, 
     cfg = load_config(SMOKE, data_overrides(npz_path, "interrupted", store_uri))
     plan = Plan.parse("6", 1, "supervised,label_spreading,self_training")
     with monkeypatch.context() as m:
-        m.setattr("ssgan.compare.run_baseline", interrupted)
+        m.setattr("ssgan.experiments.compare.run_baseline", interrupted)
         summary = run_comparison(cfg, plan, tmp_path / "out", progress=False)
     assert [(r["method"], r["status"], r["failure_reason"]) for r in summary["runs"]] == [
         ("supervised", "finished", None), ("label_spreading", "failed", "interrupted by the user"),
@@ -297,7 +324,7 @@ def _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, experime
     """An ssgan comparison of 4 epochs stopped by Ctrl-C just after epoch 3's metrics reached MLflow, before
     its state was saved (the last state is epoch 2's, as `train.state_every_s=0` saves after every epoch):
     like a kill between two saves."""
-    from ssgan.tracking import RunLogger
+    from ssgan.tracking.logger import RunLogger
 
     cfg = load_config(SMOKE, data_overrides(npz_path, experiment, store_uri) + ["train.epochs=4", "train.state_every_s=0"])
     plan = Plan.parse("6", 1, "ssgan")
@@ -361,7 +388,7 @@ def _ctrl_c_after_saving_epoch_2(save_state, stopped):
 
 def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(tmp_path, npz_path, store_uri,
                                                                               monkeypatch):
-    import ssgan.run
+    import ssgan.tracking.run
 
     def cfg_in(experiment):
         return load_config(SMOKE, data_overrides(npz_path, experiment, store_uri)
@@ -369,7 +396,7 @@ def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(t
 
     plan, stopped = Plan.parse("6", 2, "ssgan"), []
     with monkeypatch.context() as m:
-        m.setattr(ssgan.run, "save_state", _ctrl_c_after_saving_epoch_2(ssgan.run.save_state, stopped))
+        m.setattr(ssgan.tracking.run, "save_state", _ctrl_c_after_saving_epoch_2(ssgan.tracking.run.save_state, stopped))
         first = run_comparison(cfg_in("resume-seeds"), plan, tmp_path / "out", progress=False, seeds_at_once=True)
     assert [r["failure_reason"] for r in first["runs"]] == ["interrupted by the user"] * 2
     assert stopped == [tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seeds0-1.pt"]
@@ -387,7 +414,7 @@ def test_seeds_trained_at_once_resume_from_their_saved_state_in_their_own_runs(t
 
 
 def test_an_interrupted_ensemble_resumes_its_members_from_their_saved_state(tmp_path, npz_path, store_uri, monkeypatch):
-    import ssgan.resume
+    import ssgan.tracking.run
 
     def cfg_in(experiment):
         return load_config(SMOKE, data_overrides(npz_path, experiment, store_uri)
@@ -395,7 +422,7 @@ def test_an_interrupted_ensemble_resumes_its_members_from_their_saved_state(tmp_
 
     plan, stopped = Plan.parse("6", 1, "ssgan_ensemble", members=2), []
     with monkeypatch.context() as m:
-        m.setattr(ssgan.resume, "save_state", _ctrl_c_after_saving_epoch_2(ssgan.resume.save_state, stopped))
+        m.setattr(ssgan.tracking.run, "save_state", _ctrl_c_after_saving_epoch_2(ssgan.tracking.run.save_state, stopped))
         first = run_comparison(cfg_in("resume-ensemble"), plan, tmp_path / "out", progress=False)
     assert first["runs"][0]["failure_reason"] == "interrupted by the user"
     assert stopped == [tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan_ensemble-6-seed0.pt"]
@@ -414,9 +441,9 @@ def test_an_interrupted_ensemble_resumes_its_members_from_their_saved_state(tmp_
 def test_a_comparison_runs_in_one_process_at_a_time(tmp_path, npz_path, store_uri):
     import os
 
-    from ssgan.compare import fingerprint
+    from ssgan.experiments.compare import fingerprint
     from ssgan.errors import SSGANError
-    from ssgan.resume import exclusive
+    from ssgan.training.resume import exclusive
 
     cfg, plan = load_config(SMOKE, data_overrides(npz_path, "one-at-a-time", store_uri)), Plan.parse("6", 1, "ssgan")
     with exclusive(tmp_path / "out" / "state" / f"compare-{fingerprint(cfg, plan)}"):  # as a running comparison does

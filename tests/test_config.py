@@ -97,3 +97,16 @@ def test_default_learning_rate_depends_on_the_architecture():
     assert load_config(None, ["model.arch=conv", "train.lr=0.002"]).train.lr == 0.002
     resolved = flatten(load_config(None, ["model.arch=conv"]))
     assert resolved["train.lr"] == 1e-4  # what MLflow records is the value used
+
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train:\n  epochs: 3\n  lr: [0.1, 0.2\ndata:\n  labels: 20\n", "line 4, column 5: expected ',' or ']', but got ':'"),
+    ("mode: ssgan\ntrain: epochs: 3\n", "line 2, column 14: mapping values are not allowed here"),
+])
+def test_invalid_yaml_names_the_file_line_and_column(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"config file {str(path)!r} is not valid YAML: {message}"  # line and column from 1

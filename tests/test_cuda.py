@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from ssgan.config import replace
-from ssgan.data import load_split
-from ssgan.graphs import GraphedStep
-from ssgan.train import build_nets, fit, predict_proba, train_step
+from ssgan.data.splits import load_split
+from ssgan.training.graphs import GraphedStep
+from ssgan.training.fit import build_nets, fit, train_step
+from ssgan.nets.inference import predict_proba
 from tests.test_train import tiny_cfg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -81,8 +82,8 @@ def test_generator_pass_is_fused_by_default_on_a_gpu(npz_path):
 
 
 def test_stacked_seeds_replay_as_a_graph_exactly_as_eager_steps(npz_path):
-    from ssgan.seeds import stack_nets
-    from ssgan.seeds import train_step as seeds_train_step
+    from ssgan.training.seeds import stack_nets
+    from ssgan.training.seeds import train_step as seeds_train_step
 
     cfg = tiny_cfg(npz_path, **{"data.labels": 10, "train.device": "cuda"})  # Gaussian noise on
     split = load_split(cfg.data)
@@ -113,7 +114,7 @@ def test_stacked_seeds_replay_as_a_graph_exactly_as_eager_steps(npz_path):
 
 
 def test_fit_seeds_is_graphed_on_a_gpu(npz_path):
-    from ssgan.seeds import fit_seeds
+    from ssgan.training.seeds import fit_seeds
 
     cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2})
     splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1, 2)]
@@ -123,7 +124,7 @@ def test_fit_seeds_is_graphed_on_a_gpu(npz_path):
 
 
 def test_a_failing_seed_is_stopped_alone_inside_a_cuda_graph(npz_path):
-    from ssgan.seeds import fit_seeds
+    from ssgan.training.seeds import fit_seeds
     from tests.test_seeds import _failing
 
     cfg = tiny_cfg(npz_path, **{"train.device": "cuda", "train.epochs": 2})

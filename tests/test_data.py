@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from ssgan.config import DataConfig
-from ssgan.data import UNLABELED, draw_labeled, load_split
+from ssgan.data.cache import dataset_root
+from ssgan.data.splits import UNLABELED, draw_labeled, load_split
 from ssgan.errors import DataError
 
 
@@ -101,6 +102,48 @@ def test_missing_files_and_roots(tmp_path):
         load_split(DataConfig(name="mnist", root=str(tmp_path / "nowhere")))
     with pytest.raises(DataError, match="MNIST not found"):
         load_split(DataConfig(name="mnist", root=str(tmp_path)))
+
+
+def test_torchvision_datasets_live_in_data_root_else_ssgan_data_else_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSGAN_DATA", raising=False)
+    assert DataConfig(name="mnist").root is None
+    assert dataset_root(DataConfig(name="mnist")) == tmp_path / "home" / ".cache" / "ssgan" / "datasets"
+    monkeypatch.setenv("SSGAN_DATA", str(tmp_path / "shared"))
+    assert dataset_root(DataConfig(name="mnist")) == tmp_path / "shared"
+    assert dataset_root(DataConfig(name="mnist", root=str(tmp_path / "mine"))) == tmp_path / "mine"
+
+
+def test_offline_without_files_says_where_it_looked_and_how_to_point_elsewhere(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(root, train=True, download=False):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known>\n")  # torchvision's, after each mirror
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSGAN_DATA", raising=False)
+    cache = tmp_path / ".cache" / "ssgan" / "datasets"
+    with pytest.raises(DataError) as e:
+        load_split(DataConfig(name="mnist", download=True))
+    assert str(e.value) == (f"could not download MNIST into '{cache}' (RuntimeError: Error downloading "
+                            "train-images-idx3-ubyte.gz: Tried https://mirror/, got: <urlopen error [Errno -2] Name "
+                            "or service not known>); check the connection, or point data.root (or $SSGAN_DATA) at "
+                            "the folder that holds the files and set data.download=false")  # one line
+    with pytest.raises(DataError) as e:
+        load_split(DataConfig(name="mnist"))
+    assert str(e.value) == (f"the dataset cache '{cache}' (data.root and $SSGAN_DATA are not set) does not exist; "
+                            "point data.root (or $SSGAN_DATA) at a folder holding MNIST/raw or set data.download=true "
+                            "(needs internet)")
+    monkeypatch.setenv("SSGAN_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match=f"^\\$SSGAN_DATA '{tmp_path / 'elsewhere'}' does not exist"):
+        load_split(DataConfig(name="mnist"))
+
+
+def test_image_folder_needs_data_root():
+    with pytest.raises(DataError, match="data.name=imagefolder needs data.root: the folder of <class>/ subfolders"):
+        load_split(DataConfig(name="imagefolder"))
 
 
 def test_npz_without_y(tmp_path):

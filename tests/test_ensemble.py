@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from ssgan.cli import cli
-from ssgan.ensemble import evaluate_ensemble, member_seeds
+from ssgan.tracking.ensemble import evaluate_ensemble, member_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ensemble import ensemble_report  # noqa: E402
@@ -128,7 +128,7 @@ def test_the_ensemble_module_outputs_the_log_of_the_members_mean_probability():
         def forward(self, x):
             return self.lin(x), x
 
-    from ssgan.ensemble import Ensemble
+    from ssgan.tracking.ensemble import Ensemble
 
     x = torch.randn(6, 4)
     logits, features = Ensemble([D(m) for m in members], num_classes=3)(x)
@@ -141,8 +141,8 @@ def test_train_members_logs_one_ensemble_model_that_predicts_as_scored(tmp_path,
     """`ssgan train --members 2`: one MLflow run; its checkpoint rebuilds the ensemble, and the rebuilt
     model's accuracy on the test set is the one the run reports."""
     from ssgan.config import load_config
-    from ssgan.data import load_split
-    from ssgan.predictor import Predictor
+    from ssgan.data.splits import load_split
+    from ssgan.serving.predictor import Predictor
 
     overrides = ["data.name=npz", f"data.path={npz_path}", "tracking.experiment=ensemble-train",
                  "tracking.sample_every=0", f"tracking.uri={store_uri}", "data.labels=6"]
@@ -182,7 +182,7 @@ def test_bad_members_for_train_is_a_one_line_error(extra, tmp_path):
 
 def test_bench_ensemble_scores_runs_of_any_config_and_refuses_probabilities_of_another_test_set(tmp_path):
     from ssgan.config import load_config
-    from ssgan.data import load_split
+    from ssgan.data.splits import load_split
 
     config = str(Path(__file__).resolve().parents[1] / "configs/digits-20-best.yaml")
     y_test = load_split(load_config(config).data).y_test.numpy()
@@ -228,7 +228,7 @@ def test_a_member_the_watchdog_stops_is_left_out_of_the_average(tmp_path, npz_pa
 def test_shared_errors_counts_the_test_images_every_run_gets_wrong(tmp_path):
     """bench/shared_errors.py: the floor under any average of these runs, and a picture of it."""
     from ssgan.config import load_config
-    from ssgan.data import load_split
+    from ssgan.data.splits import load_split
 
     config = str(Path(__file__).resolve().parents[1] / "configs/digits-20-best.yaml")
     y_test = load_split(load_config(config).data).y_test.numpy()

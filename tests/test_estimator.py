@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ssgan.estimator import SSGANClassifier
-from ssgan.preprocess import MinMax, Standardize
+from ssgan.data.preprocess import MinMax, Standardize
 
 # Small enough for scikit-learn's checks, which fit dozens of times on tiny data.
 SMALL = dict(hidden_layers=(32,), generator_layers=(32,), noise_dim=8, epochs=10)
@@ -211,3 +211,22 @@ def test_the_estimator_is_exported_at_the_top_level():
     import ssgan
 
     assert ssgan.SSGANClassifier is SSGANClassifier
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_verbose_prints_one_line_per_epoch_to_stderr(digits, capsys, verbose):
+    import logging
+
+    X, _, y_partial = digits
+    logger = logging.getLogger("ssgan")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    clf = SSGANClassifier(**{**SMALL, "epochs": 3}, verbose=verbose).fit(X[:300], y_partial[:300])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    if verbose:
+        assert [line.split("  ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+        assert all("loss_d" in line and "test_accuracy" in line for line in lines)  # test = the labeled rows of X
+    else:
+        assert err == ""
+    assert out == "" and len(clf.history_) == 3
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before  # fit leaves logging as it was

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssgan.evaluate import confused_examples_figure, score
-from ssgan.samples import image_grid
+from ssgan.evaluation.figures import confused_examples_figure
+from ssgan.evaluation.metrics import score
+from ssgan.evaluation.figures import image_grid
 
 NAMES = tuple("abc")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssgan.resume import load_state
+from ssgan.training.resume import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 30

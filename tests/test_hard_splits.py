@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ssgan.config import load_config, to_dict
-from ssgan.data import load_split
+from ssgan.data.splits import load_split
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from ssgan.losses import (
+from ssgan.nets.losses import (
     feature_matching_loss,
     non_saturating_loss,
     real_fake_loss,

@@ -4,7 +4,7 @@ import torch
 
 from ssgan.config import ModelConfig, TricksConfig
 from ssgan.errors import ConfigError
-from ssgan.models import build_discriminator, build_generator, sample_noise
+from ssgan.nets.models import build_discriminator, build_generator, sample_noise
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
@@ -50,7 +50,7 @@ def test_noise_only_in_training_mode():
 def test_mlp_noise_layers_draw_from_one_call_with_their_own_std():
     from torch.profiler import profile
 
-    from ssgan.models import GaussianNoise
+    from ssgan.nets.models import GaussianNoise
 
     torch.manual_seed(0)
     cfg = ModelConfig(d_hidden=(64, 32), input_noise=0.3, hidden_noise_per_layer=(0.5, 0.2))
@@ -77,7 +77,7 @@ def test_mlp_noise_layers_draw_from_one_call_with_their_own_std():
 
 
 def test_predictions_are_probabilities_over_the_real_classes_only():
-    from ssgan.train import predict_proba
+    from ssgan.nets.inference import predict_proba
 
     D = build_discriminator(ModelConfig(d_hidden=(16,), fake_logit="explicit"), (4,), 3).eval()
     probs = predict_proba(D, torch.randn(7, 4), 3)  # the explicit K+1-th (fake) logit is left out
@@ -93,7 +93,7 @@ def test_conv_needs_images_divisible_by_4():
 
 
 def test_data_dependent_init_normalizes_pre_activations():
-    from ssgan.models import WeightNormLinear, init_from_data
+    from ssgan.nets.models import WeightNormLinear, init_from_data
 
     layer = WeightNormLinear(6, 4)
     x = torch.randn(256, 6) * 5 + 3
@@ -105,14 +105,14 @@ def test_data_dependent_init_normalizes_pre_activations():
 
 
 def test_weight_norm_layer_backward_is_the_gradient_of_its_formula():
-    from ssgan.models import WeightNormLinear, _WeightNormLinearFn
+    from ssgan.nets.models import WeightNormLinear, WeightNormLinearFn
 
     torch.manual_seed(0)
     args = (torch.randn(5, 7, dtype=torch.float64, requires_grad=True),
             torch.randn(3, 7, dtype=torch.float64, requires_grad=True),
             (torch.rand(3, dtype=torch.float64) + 0.5).requires_grad_(),
             torch.randn(3, dtype=torch.float64, requires_grad=True))
-    assert torch.autograd.gradcheck(lambda *a: _WeightNormLinearFn.apply(*a)[0], args)
+    assert torch.autograd.gradcheck(lambda *a: WeightNormLinearFn.apply(*a)[0], args)
     # ... and the layer computes g * (v / ||v||) x + b
     layer = WeightNormLinear(7, 3).double()
     x = args[0].detach()

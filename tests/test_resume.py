@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 from ssgan.cli import cli
 from ssgan.config import replace
-from ssgan.data import load_split
+from ssgan.data.splits import load_split
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.resume import exclusive, load_state, save_state
-from ssgan.seeds import fit_seeds, seeds_id
-from ssgan.train import fit
+from ssgan.training.resume import exclusive, load_state, save_state
+from ssgan.training.seeds import fit_seeds, seeds_id
+from ssgan.training.fit import fit
 
 from tests.test_train import tiny_cfg
 

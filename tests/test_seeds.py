@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from ssgan.config import replace
-from ssgan.data import load_split
+from ssgan.data.splits import load_split
 from ssgan.errors import ConfigError
-from ssgan.resume import load_state, save_state
-from ssgan.seeds import SeedStack, fit_seeds, seeds_id, stack_nets
-from ssgan.seeds import train_step as seeds_train_step
-from ssgan.train import build_nets, fit, predict_proba, train_step
+from ssgan.training.resume import load_state, save_state
+from ssgan.training.seeds import SeedStack, fit_seeds, seeds_id, stack_nets
+from ssgan.training.seeds import train_step as seeds_train_step
+from ssgan.training.fit import build_nets, fit, train_step
+from ssgan.nets.inference import predict_proba
 from tests.test_train import tiny_cfg
 
 
@@ -65,8 +66,11 @@ def test_one_seed_at_once_trains_exactly_as_fit(npz_path, extra):
     stacked = fit_seeds(cfg, [split], [3], progress=False)
     assert len(stacked.histories[0]) == len(alone.history) == 2
     for a, b in zip(alone.history, stacked.histories[0]):
-        for k in ("loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "test_accuracy_raw", "lr"):
+        for k in ("loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "test_accuracy_raw", "lr",
+                  "gen_classes"):  # the collapse monitor too: one epoch loop serves both paths
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+        # (a ratio of feature spreads: the conv D's noise-moved biases shift it by a few %)
+        assert b["gen_diversity"] == pytest.approx(a["gen_diversity"], rel=1e-3 if cfg.model.arch == "mlp" else 0.1)
     if cfg.model.arch == "mlp":  # (a conv D's biases before batch norm get zero gradients: Adam moves them by noise)
         for p, q in zip(alone.classifier.state_dict().values(), stacked.classifiers[0].state_dict().values()):
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
@@ -90,7 +94,7 @@ def test_fit_seeds_trains_each_seed_on_its_own_split(npz_path):
     splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
     assert not torch.equal(splits[0].labeled_idx, splits[1].labeled_idx)
     seen = []
-    result = fit_seeds(cfg, splits, [0, 1], on_epoch=lambda e, m: seen.append((e, m)), progress=False)
+    result = fit_seeds(cfg, splits, [0, 1], on_epoch=lambda e, m, _g: seen.append((e, m)), progress=False)
     assert result.stop_reason == "completed" and [e for e, _ in seen] == [1, 2]
     assert len(result.histories) == 2 and all(len(h) == 2 for h in result.histories)
     assert {"loss_d", "loss_g", "loss_sup", "loss_unsup", "test_accuracy", "test_accuracy_raw", "lr"} <= set(result.histories[0][0])
@@ -100,6 +104,20 @@ def test_fit_seeds_trains_each_seed_on_its_own_split(npz_path):
         predicted = predict_proba(clf, splits[0].x_test, splits[0].num_classes).argmax(1)
         assert history[-1]["test_accuracy"] == pytest.approx((predicted == splits[0].y_test).double().mean().item())
     assert all(g is not None and not g.training for g in result.generators)
+
+
+def test_fit_seeds_hands_each_seeds_generator_to_on_epoch(npz_path):
+    """What the tracked path draws its per-epoch sample grids from, as fit's on_epoch gives its generator."""
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 1})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    seen = []
+    result = fit_seeds(cfg, splits, [0, 1], on_epoch=lambda e, m, g: seen.append([g[0], g[1]]), progress=False)
+    for given, final in zip(seen[0], result.generators):
+        assert not given.training
+        assert all(torch.equal(a, b) for a, b in zip(given.state_dict().values(), final.state_dict().values()))
+    supervised = fit_seeds(replace(cfg, mode="supervised"), splits, [0, 1], progress=False,
+                           on_epoch=lambda e, m, g: seen.append([g[0]]))
+    assert seen[-1] == [None] and supervised.generators == [None, None]
 
 
 def test_fit_seeds_evaluates_compared_weight_averages_per_seed(npz_path):
@@ -128,7 +146,7 @@ def test_fit_seeds_rejects_mismatched_inputs(npz_path):
 
 def test_the_watchdog_counts_each_seed_on_its_own():
     from ssgan.config import WatchdogConfig
-    from ssgan.watchdog import Watchdog
+    from ssgan.training.watchdog import Watchdog
 
     wd = Watchdog(WatchdogConfig(d_loss_below=0.01, patience=3), torch.device("cpu"), seeds=3)
     for _ in range(3):  # seed 1's D loss stays near 0, seed 2's turns NaN once
@@ -159,7 +177,7 @@ def test_the_watchdog_stops_a_failing_seed_and_the_others_train_on_as_if_alone(n
     # The same seeds, stopped after epoch 1 and resumed with seed 1 failing from epoch 2 on.
     path = tmp_path / "state.pt"
 
-    def stop_after_epoch_1(epoch, metrics):  # (Ctrl-C while epoch 2's metrics are handed on: the state is epoch 1's)
+    def stop_after_epoch_1(epoch, metrics, generators):  # (Ctrl-C while epoch 2's metrics are handed on: the state is epoch 1's)
         if epoch == 2:
             raise KeyboardInterrupt
 
@@ -169,7 +187,7 @@ def test_the_watchdog_stops_a_failing_seed_and_the_others_train_on_as_if_alone(n
     assert first.stop_reason == "interrupted" and saved["epoch"] == 1
     seen = []
     result = fit_seeds(cfg, [splits[0], _failing(splits[1])], [0, 1], resume=saved, progress=False,
-                       on_epoch=lambda e, m: seen.append(m))
+                       on_epoch=lambda e, m, _g: seen.append(m))
     assert result.stop_reason == "completed" and result.epochs_done == 3
     assert result.stop_reasons == ["completed", "non_finite_loss"] and "NaN" in result.stop_messages[1]
     assert [len(h) for h in result.histories] == [3, 1]  # seed 1's history ends at its last good epoch
@@ -192,7 +210,7 @@ def test_a_stopped_seed_stays_stopped_when_training_resumes(npz_path, tmp_path):
     splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
     path = tmp_path / "state.pt"
 
-    def stop_after_epoch_2(epoch, metrics):
+    def stop_after_epoch_2(epoch, metrics, generators):
         if epoch == 3:
             raise KeyboardInterrupt
 

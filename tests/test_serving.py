@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from ssgan.cli import cli
-from ssgan.predictor import Predictor
+from ssgan.serving.predictor import Predictor
 from test_server import free_port, wait_until_answers
 from test_user_data import image_root
 
@@ -169,7 +169,7 @@ class _Constant(mlflow.pyfunc.PythonModel):
 
 
 def test_a_run_keeps_its_latest_model_and_any_registered_one(store_uri):
-    from ssgan.serving import retire_earlier_models
+    from ssgan.serving.pyfunc import retire_earlier_models
 
     mlflow.set_tracking_uri(store_uri)
     client = mlflow.MlflowClient()

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from ssgan.config import Config, replace
-from ssgan.data import load_split
-from ssgan.train import EMA, IndexStream, build_nets, fit, predict_proba, train_step
-from ssgan.tricks import lr_factor
+from ssgan.data.splits import load_split
+from ssgan.training.fit import EMA, IndexStream, build_nets, fit, train_step
+from ssgan.nets.inference import predict_proba
+from ssgan.training.tricks import lr_factor
 
 TINY = {"model.d_hidden": [16, 8], "model.g_hidden": [16], "model.noise_dim": 4,
         "train.batch_size": 10, "train.steps_per_epoch": 3, "train.device": "cpu"}
@@ -219,8 +220,8 @@ def test_index_batches_are_the_same_whether_drawn_ahead_in_chunks_or_not():
 
 
 def test_learning_rate_schedule_matches_lambda_lr_and_fills_device_tensors_in_place():
-    from ssgan.train import Schedule
-    from ssgan.tricks import set_lr
+    from ssgan.training.tricks import Schedule
+    from ssgan.training.tricks import set_lr
 
     cfg = replace(Config(), **{"train.lr_schedule": "linear_decay", "train.decay_start": 0.5, "tricks.warmup_steps": 3})
     factor = lambda s: lr_factor(cfg.train, cfg.tricks, s, 10)  # noqa: E731

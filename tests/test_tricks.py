@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from ssgan.config import Config, replace
-from ssgan.data import load_split
+from ssgan.data.splits import load_split
 from ssgan.errors import ConfigError
-from ssgan.losses import unsupervised_loss
-from ssgan.models import GaussianNoise, build_discriminator, build_generator
-from ssgan.monitor import collapse_metrics
-from ssgan.train import build_nets, fit
-from ssgan.tricks import lr_factor, noise_scale, real_fake_targets, set_noise_scale
+from ssgan.nets.losses import unsupervised_loss
+from ssgan.nets.models import GaussianNoise, build_discriminator, build_generator
+from ssgan.nets.monitor import collapse_metrics
+from ssgan.training.fit import build_nets, fit
+from ssgan.training.tricks import lr_factor, noise_scale, real_fake_targets, set_noise_scale
 
 from test_train import tiny_cfg
 

@@ -8,7 +8,7 @@ import torch
 from torchvision.io import write_png
 
 from ssgan.config import DataConfig
-from ssgan.data import UNLABELED, load_split
+from ssgan.data.splits import UNLABELED, load_split
 from ssgan.errors import DataError
 
 

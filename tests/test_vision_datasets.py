@@ -14,11 +14,11 @@ import pytest
 import scipy.io
 import torch
 
-from ssgan import vision_datasets
+from ssgan.data import vision as vision_datasets
 from ssgan.config import Config, DataConfig, replace
-from ssgan.data import load_split
+from ssgan.data.splits import load_split
 from ssgan.errors import DataError
-from ssgan.train import fit
+from ssgan.training.fit import fit
 
 N_TRAIN, N_TEST = 30, 10
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -127,6 +127,14 @@ def test_missing_root_names_it_and_says_how_to_fix(name, tmp_path):
     root = tmp_path / "nowhere"
     with pytest.raises(DataError, match=f"{re.escape(str(root))}.*does not exist.*data.download=true"):
         load_split(data_cfg(name, root))
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_without_data_root_the_files_are_read_from_ssgan_data(name, tmp_path, monkeypatch):
+    write(name, tmp_path / "shared")
+    monkeypatch.setenv("SSGAN_DATA", str(tmp_path / "shared"))
+    split = load_split(replace(Config(), **{"data.name": name, "data.labels": 10}).data)  # data.root: null
+    assert split.x_train.shape == (N_TRAIN, *SHAPES[name])
 
 
 @pytest.mark.parametrize("name,file", [("fashion_mnist", "t10k-labels-idx1-ubyte"), ("svhn", "test_32x32.mat"),

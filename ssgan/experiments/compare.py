@@ -1,0 +1,277 @@
+"""Measure the gain: every method over label budgets x split seeds, as child runs of one MLflow parent run.
+
+For each (label budget, split seed) every method sees the same labeled examples (`data.labels`,
+`data.split_seed`; equal `split_hash` tags prove it) and the same test set. `ssgan` and `supervised` are
+the toolkit's two modes of the same network (`train.seed` = the split seed); `ssgan_ensemble` is
+`--members` ssgan runs per split, their class probabilities averaged (ssgan/ensemble.py); `label_spreading`
+and `self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
+the MLflow store holds, so `ssgan report` rebuilds it exactly.
+
+A network run (ssgan, supervised or an ensemble's members) saves its training state to OUT/state/<parent run
+id>/<method>-<budget>-seed<s>.pt (seeds<s1-s2-..>.pt for seeds trained at once) as it trains
+(ssgan/resume.py); `--resume` continues an interrupted or killed run from there, in its MLflow run(s),
+instead of from its first epoch. scikit-learn's methods (seconds) start again.
+
+Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
+`split_hash`, `outcome` (finished | failed) and, for a failed run, `failure_reason`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm.auto import tqdm
+
+from ssgan.experiments.baselines import run_baseline
+from ssgan.experiments.origin import ConfigOrigin
+from ssgan.experiments.plan import ALL, ENSEMBLE, MODES, Plan
+from ssgan.config import Config, replace, to_dict
+from ssgan.data.splits import draw_labeled, load_split
+from ssgan.tracking.ensemble import run_ensemble
+from ssgan.errors import ConfigError, SSGANError
+from ssgan.training.resume import exclusive, load_state
+from ssgan.tracking.run import run_training, run_training_seeds
+from ssgan.tracking.logger import run_name
+from ssgan.tracking.store import use_store
+from ssgan.training.step import check_plan
+
+log = logging.getLogger("ssgan")
+
+def run_config(cfg: Config, method: str, budget: str, seed: int) -> Config:
+    """The config of one run of the grid. Child runs do not log the model (train the winner with `ssgan train`)."""
+    return replace(cfg, **{"mode": method if method in MODES else ("ssgan" if method == ENSEMBLE else cfg.mode),
+                           "data.labels": None if budget == ALL else int(budget),
+                           "data.split_seed": seed, "train.seed": seed, "tracking.log_model": False,
+                           "tracking.run_name": run_name(method, None if budget == ALL else int(budget), seed, budget)})
+
+
+def check_budgets(cfg: Config, plan: Plan) -> None:
+    """Fail before any training when a budget cannot be drawn from the data or a mode's config cannot run."""
+    split = load_split(replace(cfg, **{"data.labels": None}).data)  # every labeled training example
+    known, num_classes = len(split.labeled_idx), split.num_classes
+    for budget in plan.budgets:
+        if budget == ALL:
+            continue
+        n = int(budget)
+        if n > known:
+            raise ConfigError(f"--labels {n} is more than the {known} labeled training examples of {cfg.data.name}")
+        if n < num_classes:
+            raise ConfigError(f"--labels {n} is fewer than one label per class ({num_classes} classes)")
+        for seed in range(plan.seeds):
+            draw_labeled(split.y_train.numpy(), n, seed, num_classes)  # a class with too few labeled examples
+    for method in set(plan.methods) & {*MODES, ENSEMBLE}:
+        check_plan(replace(cfg, mode="ssgan" if method == ENSEMBLE else method), split)
+
+
+def fingerprint(cfg: Config, plan: Plan) -> str:
+    """Same config (tracking aside) and same grid = same fingerprint: what `--resume` looks for."""
+    text = json.dumps({"config": {k: v for k, v in to_dict(cfg).items() if k != "tracking"}, **plan.tags()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", resume: bool = False,
+                   progress: Optional[bool] = None, seeds_at_once: bool = False,
+                   origin: Optional[ConfigOrigin] = None) -> dict[str, Any]:
+    """Train and evaluate every (method, budget, seed) of `plan`; write the report to `out_dir` and log it
+    to the parent run. Returns the report's summary. `seeds_at_once`: ssgan and supervised train all
+    seeds of a budget together (ssgan/seeds.py; on a GPU about the time of one seed). `origin`: the config
+    file and --set overrides `cfg` came from, tagged on the parent run and stated in the report.
+
+    A run that fails (an exception, or the watchdog stops it) is recorded as failed with its reason and
+    the comparison goes on. `resume=True` reopens the latest parent run with the same fingerprint and
+    skips its children that MLflow has as FINISHED (a watchdog stop is deterministic, so it is not
+    retried); an interrupted network run goes on from its saved training state. Ctrl-C stops the current
+    run (its state is saved); the report then lists what is missing.
+    """
+    check_budgets(cfg, plan)
+    origin = origin or ConfigOrigin.of(cfg, "a Config passed to run_comparison")
+    experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
+    lock = Path(out_dir) / "state" / f"compare-{fingerprint(cfg, plan)}"  # the same comparison in the same OUT
+    try:
+        with exclusive(lock, "comparison (its training states)"):
+            return _compare(cfg, plan, out_dir, resume, progress, seeds_at_once, experiment_id, origin)
+    finally:
+        _remove_empty(lock.parent)
+
+
+def _compare(cfg: Config, plan: Plan, out_dir: str | Path, resume: bool, progress: Optional[bool],
+             seeds_at_once: bool, experiment_id: str, origin: ConfigOrigin) -> dict[str, Any]:
+    import mlflow
+
+    from ssgan.experiments.report import write_report
+
+    with _parent_run(cfg, plan, experiment_id, resume, origin) as parent:
+        states = Path(out_dir) / "state" / parent.info.run_id
+        done = _finished(experiment_id, parent.info.run_id)
+        todo = [r for r in plan.runs() if r not in done]
+        if done:
+            log.info("%d of %d runs already finished", len(done), len(plan.runs()))
+        interrupted = False
+        bar = tqdm(total=len(plan.runs()), initial=len(plan.runs()) - len(todo), desc="runs", unit="run",
+                   disable=None if progress is None else not progress)
+        try:
+            for method, budget, seeds in run_batches(todo, seeds_at_once):
+                bar.set_postfix_str(f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} "
+                                    f"{','.join(map(str, seeds))}")
+                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress, plan.members, states)
+                bar.update(len(seeds))
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: the report lists the runs still to do; rerun with --resume to finish")
+        finally:
+            bar.close()
+            _remove_empty(states, states.parent)
+        summary = write_report(experiment_id, parent.info.run_id, out_dir)
+        for name in summary["files"]:
+            mlflow.log_artifact(str(Path(out_dir) / name))
+        if interrupted:
+            mlflow.end_run(status="KILLED")
+    return summary
+
+
+def _parent_run(cfg: Config, plan: Plan, experiment_id: str, resume: bool, origin: ConfigOrigin):
+    """The active parent run: with `resume`, the latest comparison with the same fingerprint, reopened;
+    otherwise (or when there is none) a new one."""
+    import mlflow
+
+    key = fingerprint(cfg, plan)
+    if resume:
+        runs = mlflow.search_runs([experiment_id], filter_string=f"tags.kind = 'compare' and tags.fingerprint = '{key}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        if runs:
+            log.info("resuming comparison %s", runs[0].info.run_id)
+            return mlflow.start_run(run_id=runs[0].info.run_id)
+        log.info("no earlier comparison with these arguments in this experiment: starting a new one")
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"compare {','.join(plan.budgets)} labels x {plan.seeds} seeds",
+                           tags={"kind": "compare", "dataset": cfg.data.name, "fingerprint": key, **plan.tags(),
+                                 **origin.tags()})
+    mlflow.log_dict(to_dict(cfg), "config.yaml")
+    return run
+
+
+def run_batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[tuple[str, str, list[int]]]:
+    """The runs to do as (method, budget, seeds): one seed each, or with `seeds_at_once` all seeds of a
+    (mode, budget) together (scikit-learn's methods and ensembles, which stack their members, one at a time)."""
+    if not seeds_at_once:
+        return [(m, b, [s]) for m, b, s in todo]
+    batches: dict[tuple[str, str], list[int]] = {}
+    out: list[tuple[str, str, list[int]]] = []
+    for m, b, s in todo:
+        if m in MODES:
+            if (m, b) not in batches:
+                batches[(m, b)] = []
+                out.append((m, b, batches[(m, b)]))
+            batches[(m, b)].append(s)
+        else:
+            out.append((m, b, [s]))
+    return out
+
+
+def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_id: str, parent_id: str,
+             progress: Optional[bool], members: int = 3, states: Optional[Path] = None) -> None:
+    """One child run per seed, trained together when there are several. The runs are created here, before
+    training, so that a failure has a run to be recorded in; a network run with a saved training state in
+    `states` continues in the run it was saved from."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = mlflow.MlflowClient()
+    run_cfgs = [run_config(cfg, method, budget, seed) for seed in seeds]
+    what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+    state_path = None
+    if states is not None and method in (*MODES, ENSEMBLE):
+        state_path = states / (f"{method}-{budget}-seed{seeds[0]}.pt" if len(seeds) == 1
+                               else f"{method}-{budget}-seeds{'-'.join(map(str, seeds))}.pt")
+    resumed = _saved_runs(state_path, what, len(seeds)) if state_path is not None else None
+    run_ids = resumed or [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
+        MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)}).info.run_id
+        for c, seed in zip(run_cfgs, seeds)]
+    try:
+        if len(seeds) > 1:
+            summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True,
+                                           state_path=state_path, resume=resumed is not None)
+        elif method in MODES:
+            summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0],
+                                      state_path=state_path, resume=resumed is not None)]
+        elif method == ENSEMBLE:
+            summaries = [run_ensemble(run_cfgs[0], members, run_id=run_ids[0], progress=progress,
+                                      state_path=state_path, resume=resumed is not None)]
+        else:
+            summaries = [run_baseline(method, run_cfgs[0], run_id=run_ids[0])]
+    except KeyboardInterrupt:
+        for run_id in run_ids:
+            _fail(client, run_id, "KILLED", "interrupted by the user")
+        raise
+    except Exception as e:  # one run's failure is recorded and the comparison goes on
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        log.warning("%s failed: %s", what, reason, exc_info=log.isEnabledFor(logging.DEBUG))
+        for run_id in run_ids:
+            _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
+        return  # a saved state stays: --resume retries the run from it
+    if any(s["stop_reason"] == "interrupted" for s in summaries):  # fit() caught the Ctrl-C: the state stays
+        for r in run_ids:
+            _fail(client, r, "KILLED", "interrupted by the user")
+        raise KeyboardInterrupt
+    for run_id, seed, s in zip(run_ids, seeds, summaries):
+        if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
+            _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
+            log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
+            if state_path is not None:  # a watchdog stop is final, not resumed
+                state_path.unlink(missing_ok=True)
+            continue
+        client.set_tag(run_id, "outcome", "finished")
+        if resumed and "failure_reason" in client.get_run(run_id).data.tags:  # the interruption it recovered from
+            client.delete_tag(run_id, "failure_reason")
+        log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
+                 s["test_accuracy"], s["test_macro_f1"])
+
+
+def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
+    """The MLflow runs (one per seed) a saved training state continues, or None (no state, or one that
+    cannot be used: it is removed and the runs start afresh)."""
+    if not state_path.is_file():
+        return None
+    try:
+        state = load_state(state_path)
+    except SSGANError as e:
+        run_ids, reason = None, str(e)
+    else:
+        run_ids, reason = state.get("run_ids") or [state.get("run_id")], "it names no MLflow run for each seed"
+    if run_ids and len(run_ids) == count and all(run_ids):
+        log.info("%s: continuing run%s %s from the saved training state", what, "s" if count > 1 else "",
+                 ", ".join(run_ids))
+        return run_ids
+    log.warning("%s: starting afresh, the saved training state is unusable: %s", what, reason)
+    state_path.unlink()
+    return None
+
+
+def _remove_empty(*dirs: Path) -> None:
+    """These folders (a comparison's state folder, OUT/state), in order, where they are empty."""
+    for d in dirs:
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
+def _fail(client, run_id: str, status: str, reason: str) -> None:
+    _tag(client, run_id, {"outcome": "failed", "failure_reason": reason})
+    client.set_terminated(run_id, status)
+
+
+def _tag(client, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def _finished(experiment_id: str, parent_id: str) -> set[tuple[str, str, int]]:
+    """(method, budget, seed) of the parent's children that MLflow has as FINISHED."""
+    import mlflow
+
+    runs = mlflow.search_runs([experiment_id], output_format="list", filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"))
+    return {(r.data.tags["method"], r.data.tags["budget"], int(r.data.tags["split_seed"])) for r in runs}

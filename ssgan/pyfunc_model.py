@@ -1,9 +1,0 @@
-"""MLflow models-from-code entry point: the pyfunc model that `ssgan.serving.log_pyfunc` logs.
-
-MLflow runs this file when it loads the model (`mlflow.pyfunc.load_model`, `mlflow models serve`); the
-weights, class names and preprocessing come from the model's checkpoint artifact."""
-import mlflow
-
-from ssgan.serving import SSGANPyfunc
-
-mlflow.models.set_model(SSGANPyfunc())

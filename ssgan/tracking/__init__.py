@@ -1,0 +1,10 @@
+"""Tracking in MLflow: which store (ssgan.tracking.store), what a run records (ssgan.tracking.logger) and the
+one tracked-run path (ssgan.tracking.run) behind `ssgan train`, `--seeds` and `--members`
+(ssgan.tracking.ensemble)."""
+from ssgan.tracking.ensemble import run_ensemble
+from ssgan.tracking.logger import RunLogger, run_name
+from ssgan.tracking.run import Trained, record, run_training, run_training_seeds, track
+from ssgan.tracking.store import resolve_uri, use_store
+
+__all__ = ["run_training", "run_training_seeds", "run_ensemble", "track", "record", "Trained", "RunLogger",
+           "run_name", "resolve_uri", "use_store"]

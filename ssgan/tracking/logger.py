@@ -1,0 +1,118 @@
+"""What a training run records in MLflow: params and config, per-epoch metrics and sample grids, the
+checkpoint, the test evaluation (metrics, confusion matrix, classification report) and summary.json."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ssgan.config import Config, flatten, to_dict
+from ssgan.evaluation.figures import confused_examples_figure, confusion_figure, sample_grid
+from ssgan.evaluation.metrics import Evaluation
+
+
+class RunLogger:
+    """Records into one MLflow run by id (MlflowClient), so several runs can be recorded at once (seeds
+    trained together) and no active run is needed while training."""
+
+    def __init__(self, run_id: str, cfg: Config, split_hash: str, num_labels: int, log_config: bool = True):
+        """`log_config=False`: a resumed run, whose params are recorded already (MLflow keeps a param's
+        first value; tracking settings may differ on resume)."""
+        import mlflow
+
+        self.client, self.run_id, self.cfg = mlflow.MlflowClient(), run_id, cfg
+        if log_config:
+            from mlflow.entities import Param
+
+            params = [Param(k, param_value(v)) for k, v in flatten(cfg).items()]
+            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+                self.client.log_batch(run_id, params=params[i : i + 100])
+            self.set_tags({"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels)})
+            self.client.log_dict(run_id, to_dict(cfg), "config.yaml")
+        self._fixed_z: Optional[torch.Tensor] = None
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def samples_due(self, epoch: int) -> bool:
+        """Whether `epoch` gets a grid of generated samples (every `tracking.sample_every` epochs, and the last)."""
+        every = self.cfg.tracking.sample_every
+        return bool(every) and (epoch % every == 0 or epoch == self.cfg.train.epochs)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float], generator: Optional[torch.nn.Module]) -> None:
+        self.log_metrics(metrics, step=epoch)
+        if generator is not None and self.samples_due(epoch):
+            grid = self.sample_grid(generator)
+            if grid is not None:
+                self.client.log_image(self.run_id, grid, key="samples", step=epoch)
+
+    def sample_grid(self, generator: torch.nn.Module, n: int = 100) -> Optional[np.ndarray]:
+        """Grid of samples from a fixed noise batch (one row per class for a conditional G)."""
+        rows = int(np.sqrt(n))
+        if self._fixed_z is None:
+            self._fixed_z = torch.rand(n, generator.noise_dim, generator=torch.Generator().manual_seed(0))
+        classes = None
+        if generator.condition.dim:
+            classes = (torch.arange(n) // rows) % generator.condition.num_classes
+        return sample_grid(generator, self._fixed_z, classes, self.cfg.data.scale, nrow=rows)
+
+    def log_checkpoint(self, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "checkpoint.pt"
+            torch.save(state, path)
+            self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, summary: dict[str, Any], stop_reason: str) -> None:
+        self.client.set_tag(self.run_id, "stop_reason", stop_reason)
+        self.client.log_text(self.run_id, json.dumps(summary, indent=2), "summary.json")
+
+
+def split_tags(cfg: Config, split_hash: str, num_labels: int) -> dict[str, str]:
+    """The tags that say which data and which labeled examples a run saw (every method sets them)."""
+    return {"dataset": cfg.data.name, "labels": str(num_labels), "split_seed": str(cfg.data.split_seed),
+            "split_hash": split_hash}
+
+
+def run_name(method: str, num_labels: Optional[int], split_seed: int, budget: Optional[str] = None) -> str:
+    """A run's name in the MLflow UI, by what it is: e.g. `ssgan · 20 labels · seed 0`."""
+    labels = "all labels" if budget == "all" else f"{num_labels} labels"
+    return f"{method} · {labels} · seed {split_seed}"
+
+
+def log_evaluation(ev: Evaluation, step: int, x_test: Optional[torch.Tensor] = None,
+                   y_test: Optional[torch.Tensor] = None, scale: str = "tanh") -> None:
+    """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow;
+    the confusion matrix (PNG and JSON), the classification report and, for images given `x_test` and
+    `y_test`, the test images behind the largest confusions. Inside an active run."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_metrics(ev.metrics(), step=step)
+    fig = confusion_figure(ev.confusion, ev.class_names, f"test accuracy {ev.accuracy:.4f}")
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    plt.close(fig)
+    fig = confused_examples_figure(ev, x_test, y_test, scale) if x_test is not None else None
+    if fig is not None:
+        mlflow.log_figure(fig, "confused_examples.png")
+        plt.close(fig)
+    mlflow.log_dict(ev.report, "classification_report.json")
+    mlflow.log_text(ev.report_text, "classification_report.txt")
+    mlflow.log_dict({"labels": list(ev.class_names), "matrix": ev.confusion.tolist()}, "confusion_matrix.json")
+
+
+def param_value(v: Any) -> str:
+    """A config value as an MLflow param: lists and mappings as JSON, the rest as str()."""
+    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)

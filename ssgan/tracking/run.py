@@ -1,0 +1,350 @@
+"""The one tracked-run path: load the split, open (or resume) the MLflow run(s), train, record, end.
+
+`track(job, ...)` does it for every kind of training (`Job`): one network (`ssgan train`: `run_training`),
+several split seeds trained at once, one MLflow run each (`--seeds`: `run_training_seeds`), and an ensemble
+of training seeds recorded as one run (`--members`: ssgan/tracking/ensemble.py). Comparisons and ablations
+(ssgan/experiments) call these, as does bench/gpu_recipe.py.
+
+The runs are created before training and recorded into by id while it goes (per-epoch metrics, sample
+grids), so no run need be active; the final evaluation, checkpoint and model are recorded with the run
+active. With `out_dir` (or `state_path`) the training state is saved as training goes
+(ssgan/training/resume.py) and removed when the run completes; `resume=True` continues the run(s) the
+state names, leaving out the epochs they hold already.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from ssgan.config import Config, replace
+from ssgan.data.splits import Split, load_split
+from ssgan.errors import ConfigError, SSGANError
+from ssgan.evaluation.metrics import evaluate
+from ssgan.serving.checkpoint import make_checkpoint
+from ssgan.serving.pyfunc import log_pyfunc
+from ssgan.serving.pyfunc import register as register_model
+from ssgan.tracking.logger import RunLogger, log_evaluation, run_name
+from ssgan.tracking.store import resolve_uri, use_store
+from ssgan.training.fit import fit
+from ssgan.training.resume import STATE_FILE, check_state, describe, exclusive, load_state, save_state
+from ssgan.training.seeds import Members, check_seeds, fit_seeds, seeds_id
+from ssgan.training.step import check_plan, resolve_device
+
+log = logging.getLogger("ssgan")
+
+
+@dataclass
+class Trained:
+    """What one MLflow run records at the end of training (`record`)."""
+    classifier: nn.Module  # eval mode: a discriminator, or an Ensemble of them
+    generator: Optional[nn.Module]
+    epochs_done: int
+    seconds: float  # training seconds, over every part of a resumed run
+    stop_reason: str  # completed | interrupted | d_loss_collapse | non_finite_loss | mode_collapse
+    stop_message: str = ""
+    warnings: list[str] = field(default_factory=list)  # the watchdog's, with tricks.watchdog.action=warn
+    metrics: dict[str, float] = field(default_factory=dict)  # further final metrics (an ensemble's members')
+    tags: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # further summary.json entries
+
+
+class Job:
+    """One kind of tracked training. `prepare` loads the data and checks the plan (before any run is opened);
+    `train` trains and returns one `Trained` per MLflow run, logging each epoch through `loggers`."""
+
+    cfg: Config  # the config a saved state must match
+    cfgs: list[Config]  # one per MLflow run
+    splits: list[Split]  # one per MLflow run
+    key: str  # the split hash or seeds id a saved state must match
+    progress_metric = "lr"  # a metric logged every epoch: which epochs a run holds already
+    stop_reason = "completed"  # the training loop's, after `train`
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def train(self, state: Optional[dict[str, Any]], on_state: Optional[Callable[[dict[str, Any]], None]],
+              loggers: list[RunLogger], logged: list[set[int]], progress: Optional[bool]) -> list[Trained]:
+        raise NotImplementedError
+
+    def run_name(self, i: int) -> str:
+        c = self.cfgs[i]
+        return c.tracking.run_name or run_name(c.mode, len(self.splits[i].labeled_idx), c.data.split_seed)
+
+    def tags(self, i: int) -> dict[str, str]:
+        return {}
+
+    def state_ids(self, run_ids: list[str]) -> dict[str, Any]:
+        """What the saved state names: the run it continues (or, for seeds trained at once, the runs)."""
+        return {"run_id": run_ids[0]}
+
+    def summary_file(self, i: int) -> str:
+        return "summary.json"
+
+
+def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None, nested: bool = False,
+          tags: Optional[dict[str, str]] = None, run_ids: Optional[list[str]] = None, register: Optional[str] = None,
+          alias: str = "champion", resume: bool = False, state_path: Optional[str | Path] = None) -> list[dict[str, Any]]:
+    """Train `job` inside its MLflow run(s) and return the summaries (also written to OUT/). `nested=True` makes
+    new runs children of the active run; `run_ids` records into existing runs (a comparison's child runs)."""
+    import mlflow
+
+    if register and not job.cfg.tracking.log_model:
+        raise ConfigError("--register needs the model to be logged; drop tracking.log_model=false")
+    state_path = state_file(out_dir, state_path)
+    with exclusive(state_path):  # one process per state
+        state = saved_state(state_path, resume)
+        job.prepare()  # data and plan errors surface before a run is opened
+        if state is not None:
+            check_state(state, job.cfg, job.key, resolve_device(job.cfg.train.device))  # before its runs are touched
+            run_ids = state.get("run_ids") or ([state["run_id"]] if state.get("run_id") else run_ids)
+        experiment_id = use_store(job.cfg)
+        client = mlflow.MlflowClient()
+        run_ids = run_ids or [new_run(experiment_id, job.run_name(i), nested) for i in range(len(job.cfgs))]
+        loggers = [RunLogger(r, c, s.split_hash, len(s.labeled_idx), log_config=not client.get_run(r).data.params)
+                   for r, c, s in zip(run_ids, job.cfgs, job.splits)]
+        for i, logger in enumerate(loggers):
+            resumed = {"resumed_after_epoch": str(state["epoch"])} if state is not None else {}
+            logger.set_tags({**(tags or {}), **job.tags(i), **resumed})
+        logged = [logged_epochs(r, job.progress_metric) if state is not None else set() for r in run_ids]
+
+        def save(s: dict[str, Any]) -> None:
+            save_state(state_path, s, job.cfg, job.key, **job.state_ids(run_ids))
+            log.info("training state after epoch %d saved to %s", s["epoch"], state_path)
+
+        try:
+            trained = job.train(state, save if state_path is not None else None, loggers, logged, progress)
+        except BaseException as e:
+            for r in run_ids:
+                client.set_terminated(r, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+        summaries = []
+        for i, (run_id, logger, t) in enumerate(zip(run_ids, loggers, trained)):
+            with open_run(run_id, nested=mlflow.active_run() is not None):
+                summaries.append(record(job.cfgs[i], job.splits[i], logger, experiment_id, t, register, alias))
+        end_state(state_path, job.stop_reason)
+    for i, summary in enumerate(summaries):
+        write_summary(summary, out_dir, job.summary_file(i))
+    return summaries
+
+
+class OneRun(Job):
+    """One network on one split (`ssgan train`)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.cfgs = cfg, [cfg]
+
+    def prepare(self) -> None:
+        split = load_split(self.cfg.data)
+        check_plan(self.cfg, split)
+        self.splits, self.key = [split], split.split_hash
+        log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes", self.cfg.mode, self.cfg.data.name,
+                 len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
+
+    def train(self, state, on_state, loggers, logged, progress) -> list[Trained]:
+        def on_epoch(epoch: int, metrics: dict[str, float], generator: Optional[nn.Module]) -> None:
+            if epoch not in logged[0]:  # a killed part's last epochs are in the run already
+                loggers[0].log_epoch(epoch, metrics, generator)
+
+        r = fit(self.cfg, self.splits[0], on_epoch=on_epoch, progress=progress, resume=state, on_state=on_state)
+        self.stop_reason = r.stop_reason
+        return [Trained(r.classifier, r.generator, len(r.history), r.seconds, r.stop_reason, r.stop_message,
+                        r.watchdog_warnings)]
+
+
+class SeedsAtOnce(Job):
+    """Several split seeds trained at once (`ssgan.training.seeds.fit_seeds`), one MLflow run per seed, each
+    recorded as `OneRun` would record it (data.split_seed = train.seed = s). A seed the watchdog stops while
+    the others train on is recorded as a single run stopped by it would be."""
+
+    def __init__(self, cfg: Config, seeds: list[int]):
+        self.cfg, self.seeds = cfg, list(seeds)
+        self.cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
+
+    def prepare(self) -> None:
+        self.splits = [load_split(c.data) for c in self.cfgs]
+        check_plan(self.cfg, self.splits[0])
+        check_seeds(self.cfg, self.splits, self.seeds)
+        self.key = seeds_id(self.seeds, self.splits)
+        log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", self.cfg.mode,
+                 self.cfg.data.name, ",".join(map(str, self.seeds)), len(self.splits[0].labeled_idx),
+                 len(self.splits[0].x_train))
+        if resolve_device(self.cfg.train.device).type == "cpu":
+            log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
+                     "--stacked); on a GPU they take about the time of one")
+
+    def train(self, state, on_state, loggers, logged, progress) -> list[Trained]:
+        def on_epoch(epoch: int, metrics: list[Optional[dict[str, float]]], generators: Members) -> None:
+            for i, (logger, m) in enumerate(zip(loggers, metrics)):
+                if m is not None and epoch not in logged[i]:
+                    logger.log_epoch(epoch, m, generators[i] if logger.samples_due(epoch) else None)
+
+        r = fit_seeds(self.cfg, self.splits, self.seeds, on_epoch=on_epoch, progress=progress, resume=state,
+                      on_state=on_state)
+        self.stop_reason = r.stop_reason
+        together = {"trained_with_seeds": ",".join(map(str, self.seeds))}
+        return [Trained(r.classifiers[i], r.generators[i], len(r.histories[i]), r.seconds, r.stop_reasons[i],
+                        r.stop_messages[i], r.watchdog_warnings[i], tags=together,
+                        summary={"trained_with_seeds": list(self.seeds)}) for i in range(len(self.seeds))]
+
+    def state_ids(self, run_ids: list[str]) -> dict[str, Any]:
+        return {"run_ids": run_ids}
+
+    def summary_file(self, i: int) -> str:
+        return f"summary-seed{self.seeds[i]}.json"
+
+
+def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
+                 nested: bool = False, tags: Optional[dict[str, str]] = None, run_id: Optional[str] = None,
+                 register: Optional[str] = None, alias: str = "champion", resume: bool = False,
+                 state_path: Optional[str | Path] = None) -> dict[str, Any]:
+    """Train per `cfg` inside an MLflow run and return the summary (also written to OUT/summary.json).
+
+    `nested=True` opens the run as a child of the active run (ablations); `run_id` records into that
+    existing run instead of a new one (a comparison creates its child runs up front). `register`: also
+    register the logged model under that name, with `alias` pointing at the new version. With `out_dir` the
+    training state is saved to OUT/train_state.pt as training goes and removed when the run completes;
+    `resume=True` continues the run saved there, in its MLflow run. `state_path` puts the state file
+    elsewhere (a comparison keeps one per child run)."""
+    return track(OneRun(cfg), out_dir, progress, nested, tags, [run_id] if run_id else None, register, alias,
+                 resume, state_path)[0]
+
+
+def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Path] = None,
+                       progress: Optional[bool] = None, run_ids: Optional[list[str]] = None,
+                       nested: bool = False, resume: bool = False,
+                       state_path: Optional[str | Path] = None) -> list[dict[str, Any]]:
+    """Train `cfg` on several split seeds at once (on a GPU about the time of one seed) and record one MLflow
+    run per seed (`run_ids`: existing ones). Returns the summaries (also OUT/summary-seed<s>.json). The
+    training state is saved and resumed as `run_training`'s."""
+    return track(SeedsAtOnce(cfg, seeds), out_dir, progress, nested, None, run_ids, None, "champion", resume,
+                 state_path)
+
+
+def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, trained: Trained,
+           register: Optional[str], alias: str) -> dict[str, Any]:
+    """Evaluate a trained classifier and record it in the active run: metrics, confusion matrix, checkpoint,
+    model, summary. Returns the summary."""
+    import mlflow
+
+    ev = evaluate(trained.classifier, split.x_test, split.y_test, split.class_names)
+    log_evaluation(ev, step=trained.epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale)
+    mlflow.log_metric("train_seconds", round(trained.seconds, 3), step=trained.epochs_done)
+    if trained.metrics:
+        mlflow.log_metrics(trained.metrics, step=trained.epochs_done)
+    if trained.tags:
+        mlflow.set_tags(trained.tags)
+    model_uri = registered = None
+    if cfg.tracking.log_model:
+        state = make_checkpoint(cfg, split, trained.classifier, trained.generator)
+        logger.log_checkpoint(state)
+        model_uri = log_pyfunc(state, split.x_test)
+        if register and trained.stop_reason == "completed":
+            registered = register_model(model_uri, register, alias)
+        elif register:  # a partial model does not take the alias from the model it would replace
+            log.warning("model not registered as %r: the run stopped early (%s)%s", register, trained.stop_reason,
+                        "; --resume completes and registers it" if trained.stop_reason == "interrupted" else "")
+    summary = {
+        "run_id": logger.run_id,
+        "experiment_id": experiment_id,
+        "tracking_uri": resolve_uri(cfg.tracking.uri),
+        "model_uri": model_uri,
+        "registered_model": registered,
+        "mode": cfg.mode,
+        "dataset": cfg.data.name,
+        "labels": len(split.labeled_idx),
+        "split_seed": cfg.data.split_seed,
+        "split_hash": split.split_hash,
+        "train_seed": cfg.train.seed,
+        "epochs": cfg.train.epochs,
+        "epochs_completed": trained.epochs_done,
+        "stop_reason": trained.stop_reason,
+        "stop_message": trained.stop_message,
+        "watchdog_warnings": trained.warnings,
+        "wall_clock_seconds": round(trained.seconds, 3),
+        "device": str(resolve_device(cfg.train.device)),
+        "hardware": hardware(),
+        **ev.metrics(),
+        **trained.summary,
+    }
+    logger.finish(summary, trained.stop_reason)
+    log.info("test accuracy %.4f  balanced %.4f  macro-F1 %.4f  (%s, %.1fs, run %s)", ev.accuracy,
+             ev.balanced_accuracy, ev.macro_f1, trained.stop_reason, trained.seconds, logger.run_id)
+    return summary
+
+
+def state_file(out_dir: Optional[str | Path], state_path: Optional[str | Path]) -> Optional[Path]:
+    """Where a run's training state lives: `state_path`, else OUT/train_state.pt, else nowhere (None)."""
+    if state_path is None and out_dir is not None:
+        state_path = Path(out_dir) / STATE_FILE
+    return Path(state_path) if state_path is not None else None
+
+
+def saved_state(state_path: Optional[Path], resume: bool) -> Optional[dict[str, Any]]:
+    """The training state to continue with `resume`; a new run refuses to overwrite an unfinished one."""
+    if resume and state_path is None:
+        raise ConfigError("--resume continues the run saved in OUT/train_state.pt: give its --out")
+    state = load_state(state_path) if resume else None
+    if state is None and state_path is not None and (saved := describe(state_path)):
+        raise ConfigError(f"{state_path} holds unfinished training ({saved}): add --resume to continue it, or delete the "
+                          "file (or choose another --out) to start a new run")
+    return state
+
+
+def end_state(state_path: Optional[Path], stop_reason: str) -> None:
+    """A completed run's state is removed; an unfinished one's is kept, and said how to continue."""
+    if state_path is not None and stop_reason == "completed":
+        state_path.unlink(missing_ok=True)
+    elif state_path is not None and stop_reason == "interrupted":
+        log.warning("to continue this run: the same command with --resume (state in %s)", state_path)
+    elif state_path is not None:  # the watchdog: continuing would most likely stop again
+        log.warning("the last good epoch's training state is in %s; delete it to start this run afresh", state_path)
+
+
+def open_run(run_id: str, nested: bool = False):
+    """Make an existing run the active one (a context manager that ends it)."""
+    import mlflow
+
+    try:
+        return mlflow.start_run(run_id=run_id, nested=nested)
+    except mlflow.exceptions.MlflowException as e:
+        raise SSGANError(f"cannot open MLflow run {run_id}: {str(e).splitlines()[0]}; is tracking.uri the store "
+                         "the run was started in?") from None
+
+
+def new_run(experiment_id: str, name: Optional[str], nested: bool) -> str:
+    """Create a run (with the user and source tags `mlflow.start_run` sets), a child of the active run when
+    `nested`; returns its id. It stays RUNNING until recorded into with `open_run`."""
+    import mlflow
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = mlflow.active_run() if nested else None
+    tags = resolve_tags({MLFLOW_PARENT_RUN_ID: parent.info.run_id} if parent else {})
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def logged_epochs(run_id: str, metric: str = "lr") -> set[int]:
+    """The epochs whose metrics a run holds (the steps of its `metric`, logged every epoch)."""
+    import mlflow
+
+    return {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, metric)}
+
+
+def write_summary(summary: dict[str, Any], out_dir: Optional[str | Path], name: str) -> None:
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"

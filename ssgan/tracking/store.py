@@ -1,0 +1,65 @@
+"""The MLflow store: where runs go.
+
+Store: `tracking.uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the working directory
+with artifacts in `mlartifacts/` beside the database file.
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from ssgan.config import Config
+from ssgan.errors import SSGANError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it holds model training:
+# this tag (what the UI's "experiment type" selector sets) makes it open on the runs table.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def resolve_uri(configured: Optional[str]) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def artifact_root_for(uri: str) -> Optional[str]:
+    """`sqlite:///path/mlflow.db` -> `file:///abs/path/mlartifacts`; None for stores that pick their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):]).resolve()
+    return (db.parent / "mlartifacts").as_uri()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it or fix tracking.uri") from None
+
+
+def use_store(cfg: Config) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = resolve_uri(cfg.tracking.uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root_for(uri),
+                                                     tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        else:
+            experiment_id = experiment.experiment_id
+            if EXPERIMENT_KIND not in experiment.tags:  # a store made before the tag was set
+                mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        return experiment_id
+    except mlflow.exceptions.MlflowException as e:
+        raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
