@@ -7,7 +7,7 @@
 #                                   # train.fused_g); the CUDA tests but compile's; bench/throughput.py: MLP
 #                                   # steps/s with the CUDA graph (default), TF32, eager, 3 seeds stacked
 #   bash bench/gpu.sh seeds 0,1,2   # configs/mnist-100.yaml, 300 epochs, those split seeds trained at once
-#                                   # (ssgan/seeds.py): each seed's test error (results in OUT/seeds/)
+#                                   # (ssgan/training/seeds.py): each seed's test error (results in OUT/seeds/)
 #   bash bench/gpu.sh alone 0       # the same for one seed alone: the time that counts for "3 minutes"
 #   bash bench/gpu.sh seeds 0,1,2 --members 2   # 2 runs per split seed (training seeds S, S+1000), all at
 #                                   # once, and each seed's ensemble (OUT/seeds/*-ensemble.json)

@@ -1,7 +1,7 @@
 """The full MNIST-100 recipe (configs/mnist-100.yaml, 300 epochs) on a GPU, for one split seed or several.
 
     python bench/gpu_recipe.py --seed 0 --root ../shared/datasets --out bench/results/gpu [--set KEY=VALUE]
-    python bench/gpu_recipe.py --seeds 0,1,2 ...     # the seeds trained at once (ssgan/seeds.py)
+    python bench/gpu_recipe.py --seeds 0,1,2 ...     # the seeds trained at once (ssgan/training/seeds.py)
     python bench/gpu_recipe.py --seeds 0,1,2 --members 3 ...   # 3 runs per split seed, and their ensemble
     python bench/gpu_recipe.py --seed 1 --inits 100,200 ...    # or the members' training seeds given
 
@@ -17,7 +17,7 @@ training seeds instead. Each member is OUT/mnist-100-seedS-initI.*; OUT/mnist-10
 scores the members' averaged class probabilities (`bench/ensemble.py`: the same for any -probs.npy files).
 
 --state FILE saves the training state there as training goes (every train.state_every_s seconds, and on
-SIGTERM or Ctrl-C: ssgan/resume.py) and, when FILE exists, continues from it: a run cut off by a call's
+SIGTERM or Ctrl-C: ssgan/training/resume.py) and, when FILE exists, continues from it: a run cut off by a call's
 time limit goes on in the next call (the per-epoch logs are appended to, after the epochs a killed run
 logged past its last saved state are dropped: they are trained again), and ends as it would have. One
 process at a time uses FILE (FILE.lock); a second one stops with an error.

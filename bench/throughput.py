@@ -7,12 +7,12 @@
 
 For each model it reports training steps/s, examples/s (steps/s x batch size: the rate at which an
 epoch advances), the matmul/conv FLOPs of one step (forward + backward of D and G, counted by
-ssgan/flops.py, whose docstring states the formula), the achieved FLOP rate, and that rate divided by
+ssgan/training/flops.py, whose docstring states the formula), the achieved FLOP rate, and that rate divided by
 the peak FLOP rate of a large dense matmul measured in the same run on the same device (before and
 after the steps; the higher of the two counts; on a GPU an 8192^2 matmul in the step's precision,
 fp32 or bf16). On a GPU the step is replayed as a CUDA graph unless train.cuda_graph=false. It also times
 one epoch at 10k, 30k and 60k unlabeled examples (time per epoch should grow linearly).
-With --stacked "1,3,5" it also measures S seeds trained at once (ssgan/seeds.py): seed-steps/s (S x
+With --stacked "1,3,5" it also measures S seeds trained at once (ssgan/training/seeds.py): seed-steps/s (S x
 steps/s) against one seed's steps/s, in the same run.
 
 Data are random tensors of MNIST's shape: speed does not depend on pixel values. Results go to
@@ -103,7 +103,7 @@ def main() -> None:
 
 def measure_steps(cfg, device: torch.device, steps: int, seeds: int = 0) -> dict:
     """steps/s of train_step on device-resident random batches (after a warm-up); `seeds` > 0: of the
-    stacked step of that many seeds (ssgan/seeds.py)."""
+    stacked step of that many seeds (ssgan/training/seeds.py)."""
     torch.manual_seed(0)
     b = cfg.train.batch_size
     lead = (seeds,) if seeds else ()

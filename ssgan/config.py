@@ -89,7 +89,7 @@ class TrainConfig:
     fused_g: Optional[bool] = None  # G's feature matching in one forward of D over real + generated rows
     #                                 (with fused_d); null = on a CUDA GPU (fewer kernels), off on a CPU
     #                                 (it also computes the real rows' input gradients: more FLOPs)
-    cuda_graph: Optional[bool] = None  # the whole step as one CUDA graph, replayed (ssgan/graphs.py);
+    cuda_graph: Optional[bool] = None  # the whole step as one CUDA graph, replayed (ssgan/training/graphs.py);
     #                                    null = on when training on a CUDA GPU and the step allows it
     state_every_s: float = 60.0  # `ssgan train --out DIR`: seconds between saves of the training state to
     #                             DIR/train_state.pt (also saved on Ctrl-C or SIGTERM), which `--resume`
@@ -108,7 +108,7 @@ class WatchdogConfig:
 
 @dataclass(frozen=True)
 class TricksConfig:
-    """The stabilizing tricks of the GAN literature, each a switch (README: "Tricks")."""
+    """The stabilizing tricks of the GAN literature, each a switch (docs/training.md)."""
 
     label_smoothing: bool = False  # one-sided: D's "real" targets ~ U(smoothing_range), fakes stay 0
     smoothing_range: tuple[float, ...] = (0.9, 1.0)

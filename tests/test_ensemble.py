@@ -1,5 +1,5 @@
 """Ensembles: several ssgan runs of one split that differ only in their training seed, their class
-probabilities averaged (ssgan/ensemble.py, `ssgan compare --methods ssgan_ensemble`, bench/ensemble.py)."""
+probabilities averaged (ssgan/tracking/ensemble.py, `ssgan compare --methods ssgan_ensemble`, bench/ensemble.py)."""
 import json
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Several seeds trained at once (ssgan/seeds.py): the same training as one seed at a time."""
+"""Several seeds trained at once (ssgan/training/seeds.py): the same training as one seed at a time."""
 import copy
 import dataclasses
 

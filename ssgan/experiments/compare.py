@@ -3,13 +3,13 @@
 For each (label budget, split seed) every method sees the same labeled examples (`data.labels`,
 `data.split_seed`; equal `split_hash` tags prove it) and the same test set. `ssgan` and `supervised` are
 the toolkit's two modes of the same network (`train.seed` = the split seed); `ssgan_ensemble` is
-`--members` ssgan runs per split, their class probabilities averaged (ssgan/ensemble.py); `label_spreading`
-and `self_training` are scikit-learn's (ssgan/baselines.py). The report (ssgan/report.py) is built from what
+`--members` ssgan runs per split, their class probabilities averaged (ssgan/tracking/ensemble.py); `label_spreading`
+and `self_training` are scikit-learn's (ssgan/experiments/baselines.py). The report (ssgan/experiments/report.py) is built from what
 the MLflow store holds, so `ssgan report` rebuilds it exactly.
 
 A network run (ssgan, supervised or an ensemble's members) saves its training state to OUT/state/<parent run
 id>/<method>-<budget>-seed<s>.pt (seeds<s1-s2-..>.pt for seeds trained at once) as it trains
-(ssgan/resume.py); `--resume` continues an interrupted or killed run from there, in its MLflow run(s),
+(ssgan/training/resume.py); `--resume` continues an interrupted or killed run from there, in its MLflow run(s),
 instead of from its first epoch. scikit-learn's methods (seconds) start again.
 
 Child runs carry the tags `method`, `budget` ("20", "all"), `labels` (how many were used), `split_seed`,
@@ -78,7 +78,7 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
                    origin: Optional[ConfigOrigin] = None) -> dict[str, Any]:
     """Train and evaluate every (method, budget, seed) of `plan`; write the report to `out_dir` and log it
     to the parent run. Returns the report's summary. `seeds_at_once`: ssgan and supervised train all
-    seeds of a budget together (ssgan/seeds.py; on a GPU about the time of one seed). `origin`: the config
+    seeds of a budget together (ssgan/training/seeds.py; on a GPU about the time of one seed). `origin`: the config
     file and --set overrides `cfg` came from, tagged on the parent run and stated in the report.
 
     A run that fails (an exception, or the watchdog stops it) is recorded as failed with its reason and

@@ -128,7 +128,7 @@ class WeightNormLinearFn(torch.autograd.Function):
     bound by the number of kernels it launches, not by their size (bench/kernels.py).
     """
 
-    generate_vmap_rule = True  # works under torch.func.vmap too (several seeds trained at once: ssgan/seeds.py)
+    generate_vmap_rule = True  # works under torch.func.vmap too (several seeds trained at once: ssgan/training/seeds.py)
 
     @staticmethod
     def forward(x, v, g, b):  # returns y and what the backward needs (y is the only differentiable output)

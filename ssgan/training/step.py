@@ -35,7 +35,7 @@ class Nets:
     num_classes: int
     fused: bool = False  # D's update in one forward (train.fused_d, and D has no batch norm)
     fused_g: bool = False  # G's feature matching: real and generated rows in one forward of D (train.fused_g)
-    graphed: bool = False  # the step is replayed as a CUDA graph (train.cuda_graph, ssgan/graphs.py)
+    graphed: bool = False  # the step is replayed as a CUDA graph (train.cuda_graph, ssgan/training/graphs.py)
     d_forward: Optional[Callable] = None  # D or torch.compile(D) (see `prepare`); the modules stay as they are
     g_forward: Optional[Callable] = None
 

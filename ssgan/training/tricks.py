@@ -60,7 +60,7 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float, train: TrainConfig
     """Adam (fused: one kernel for the whole update, on CPU and CUDA alike) or SGD with momentum.
     `betas`: Adam's, when not train.beta1 and train.beta2 (G's: tricks.betas_g).
     `capturable`: Adam keeps its step count and learning rate on the device, so that a CUDA graph can
-    replay its update (ssgan/graphs.py); the learning rate is then a tensor that `set_lr` fills."""
+    replay its update (ssgan/training/graphs.py); the learning rate is then a tensor that `set_lr` fills."""
     if tricks.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=tricks.momentum)
     b1, b2 = betas if betas is not None else (train.beta1, train.beta2)
