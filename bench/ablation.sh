@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue-3 ablations (README "Tricks, measured"). digits-20: every trick that applies to the MLP, 5 seeds.
+# Issue-3 ablations (docs/results/ablations.md). digits-20: every trick that applies to the MLP, 5 seeds.
 # MNIST-100: the tricks that mattered most on digits, 1 epoch, 2 seeds (CPU budget).
 set -euo pipefail
 cd "$(dirname "$0")/.."

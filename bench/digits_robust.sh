@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # digits-20 variants scored over several split seeds and training seeds (SPLITS="0 1 2 3 4"; training
-# seeds S + each of OFFSETS="0 1000"), so that a variant's number is not one trajectory's draw (README
-# "Time to accuracy", digits). Each run is one process with one thread, JOBS at a time: bench/gpu_recipe.py
+# seeds S + each of OFFSETS="0 1000"), so that a variant's number is not one trajectory's draw (docs/results/
+# speed.md, "Time to accuracy"). Each run is one process with one thread, JOBS at a time: bench/gpu_recipe.py
 # on configs/digits-20-best.yaml with the variant's overrides. Results: OUT/<variant>/ (per-run summaries,
 # per-epoch logs, test probabilities) and OUT/summary.md. A run whose summary is there is not run again.
 #   bash bench/digits_robust.sh                 # every variant below

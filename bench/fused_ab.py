@@ -1,5 +1,5 @@
 """Fused vs separate D passes, timed in one process: blocks of 10 MNIST-MLP steps of each variant
-interleaved with timings of the matmul peak, so machine drift hits both alike (README, "speed").
+interleaved with timings of the matmul peak, so machine drift hits both alike (docs/results/speed.md).
 
     OMP_NUM_THREADS=2 python bench/fused_ab.py
 """

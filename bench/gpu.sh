@@ -12,7 +12,7 @@
 #   bash bench/gpu.sh seeds 0,1,2 --members 2   # 2 runs per split seed (training seeds S, S+1000), all at
 #                                   # once, and each seed's ensemble (OUT/seeds/*-ensemble.json)
 #   bash bench/gpu.sh seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml --set "train.ema_compare=[0.9999]"
-#                                   # the same with Dai et al.'s settings (1.1 % on this CPU in 100 epochs, README)
+#                                   # the same with Dai et al.'s settings (1.1 % on the CPU in 100 epochs, docs/results/mnist-100.md)
 # With a 15-minute device budget (start-up included) not all of these fit. Order by what is still unmeasured
 # and most likely to settle a goal: `alone 0` (the 3-minute goal; also seed 0's error), then the Dai
 # ensembles (`seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml ...`: on the CPU split 0's two

@@ -5,8 +5,8 @@
     python bench/gpu_recipe.py --seeds 0,1,2 --members 3 ...   # 3 runs per split seed, and their ensemble
     python bench/gpu_recipe.py --seed 1 --inits 100,200 ...    # or the members' training seeds given
 
-The same `fit` as `ssgan train` (or `fit_seeds` for --seeds), without MLflow (the lent GPU machines have
-no MLflow): every epoch's metrics go to OUT/mnist-100-seedN.jsonl as they come, the run's summary (test
+The same jobs as `ssgan train` and `ssgan train --seeds` (ssgan/training/jobs.py: `fit`, or `fit_seeds` for
+several runs), recorded in files instead of MLflow (the lent GPU machines have no MLflow): every epoch's metrics go to OUT/mnist-100-seedN.jsonl as they come, the run's summary (test
 accuracy and error of the EMA weights after the last epoch: no model selection on the test set; wall
 time; steps/s) to OUT/mnist-100-seedN.json, the EMA classifier's test-set class probabilities to
 OUT/mnist-100-seedN-probs.npy. `bench/import_runs.py` logs the runs into an MLflow store afterwards.
@@ -38,12 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
-from ssgan.data.splits import load_split  # noqa: E402
 from ssgan.training.resume import exclusive, load_state, save_state, stop_on_sigterm  # noqa: E402
-from ssgan.tracking.ensemble import member_seeds  # noqa: E402
+from ssgan.training.seeds import member_seeds  # noqa: E402
 from ssgan.evaluation.metrics import evaluate  # noqa: E402
-from ssgan.training.seeds import fit_seeds, seeds_id  # noqa: E402
-from ssgan.training.fit import check_plan, fit  # noqa: E402
+from ssgan.training.jobs import OneRun, SeedsAtOnce  # noqa: E402
+from ssgan.training.step import check_plan  # noqa: E402
 from ssgan.nets.inference import predict_proba  # noqa: E402
 
 from script import int_list, run_main  # noqa: E402  (bench/script.py)
@@ -80,26 +79,26 @@ def run(args: argparse.Namespace) -> None:
     seeds = [i for _, i in runs]  # training seeds, one per run
     if len(set(seeds)) != len(seeds):
         sys.exit(f"error: training seeds {seeds} repeat; give --inits distinct seeds per run")
-    cfgs = [load_config(args.config, [f"data.root={args.root}", f"data.split_seed={s}", f"train.seed={i}",
-                                      *args.overrides]) for s, i in runs]
+    cfg = load_config(args.config, [f"data.root={args.root}", f"data.split_seed={runs[0][0]}",
+                                    f"train.seed={runs[0][1]}", *args.overrides])
+    # the same jobs as `ssgan train` and `--seeds`, recorded in files here (no MLflow on the lent GPU machines)
+    job = OneRun(cfg) if len(runs) == 1 else SeedsAtOnce(cfg, [s for s, _ in runs], seeds)
+    job.prepare()
+    cfgs, splits = job.cfgs, job.splits
+    loaded = {s: split for (s, _), split in zip(runs, splits)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.config).stem
     names = [f"{stem}-seed{s}-init{i}" if by_init else f"{stem}-seed{s}" for s, i in runs]
-    loaded = {s: load_split(c.data) for (s, _), c in zip(runs, cfgs)}
-    splits = [loaded[s] for s, _ in runs]
-    steps, _ = check_plan(cfgs[0], splits[0])
+    steps, _ = check_plan(cfg, splits[0])
     state_path = Path(args.state) if args.state else None
     state = load_state(state_path) if state_path and state_path.exists() else None
-    data_id = splits[0].split_hash if len(seeds) == 1 else seeds_id(seeds, splits)
     saved_epoch = state["epoch"] if state is not None else 0
 
     def save(s: dict) -> None:
         nonlocal saved_epoch
-        save_state(state_path, s, cfgs[0], data_id)
+        save_state(state_path, s, cfg, job.key)
         saved_epoch = s["epoch"]
-
-    on_state = save if state_path else None
 
     if state is not None:
         print(f"continuing after epoch {state['epoch']} from {state_path}", flush=True)
@@ -110,23 +109,13 @@ def run(args: argparse.Namespace) -> None:
     stop_on_sigterm()
     start = time.perf_counter() - (state["seconds"] if state else 0.0)  # a continued run's clock goes on
 
-    def on_epoch(epoch: int, metrics: list[dict], _generators=None) -> None:
-        for log, m in zip(logs, metrics):
-            if m is None:  # the watchdog stopped this run; the others go on
-                continue
-            log.write(json.dumps({"epoch": epoch, "elapsed_s": round(time.perf_counter() - start, 2), **m}) + "\n")
-            log.flush()
+    def on_epoch(i: int, epoch: int, metrics: dict, _generator) -> None:
+        logs[i].write(json.dumps({"epoch": epoch, "elapsed_s": round(time.perf_counter() - start, 2), **metrics}) + "\n")
+        logs[i].flush()
 
-    if len(seeds) == 1:
-        one = fit(cfgs[0], splits[0], on_epoch=lambda e, m, _g: on_epoch(e, [m]), progress=False, resume=state,
-                  on_state=on_state)
-        classifiers, histories, seconds, graph, stop = [one.classifier], [one.history], one.seconds, one.cuda_graph, one.stop_reason
-        stops, epochs = [stop], len(one.history)
-    else:  # the watchdog stops a run on its own; the others go on
-        many = fit_seeds(cfgs[0], splits, seeds, on_epoch=on_epoch, progress=False, resume=state,
-                         on_state=on_state)
-        classifiers, histories, seconds, graph, stop = many.classifiers, many.histories, many.seconds, many.cuda_graph, many.stop_reason
-        stops, epochs = many.stop_reasons, many.epochs_done
+    trained = job.train(state, save if state_path else None, on_epoch, progress=False)
+    stop, epochs = job.stop_reason, max(t.epochs_done for t in trained)
+    seconds, graph = trained[0].seconds, trained[0].cuda_graph
     if state_path and stop == "completed":
         state_path.unlink(missing_ok=True)
     elif state_path and stop == "interrupted":
@@ -135,6 +124,8 @@ def run(args: argparse.Namespace) -> None:
     elif state_path:  # the watchdog: deterministic, so continuing would most likely stop again
         print(f"stopped by the watchdog ({stop}) after epoch {epochs}; {state_path} holds that epoch's "
               "state (delete it to start the run afresh)", flush=True)
+    classifiers, histories, stops = ([t.classifier for t in trained], [t.history for t in trained],
+                                     [t.stop_reason for t in trained])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine() + " CPU"
     probs = {}
     for (split_seed, seed), cfg, name, split, clf, history, why in zip(runs, cfgs, names, splits, classifiers, histories,

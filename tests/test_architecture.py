@@ -69,3 +69,24 @@ def test_each_subpackage_names_its_public_api(name):
     assert package.__all__, f"ssgan.{name}.__init__ names no public API (__all__)"
     for public in package.__all__:
         assert hasattr(package, public), f"ssgan.{name}.__all__ names {public!r}, which it does not export"
+
+
+def imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return set(done.stdout.split())
+
+
+def test_training_and_evaluation_run_without_mlflow():
+    """bench/gpu_recipe.py trains on lent GPU machines that have torch but no MLflow."""
+    loaded = imported_after("import ssgan.training, ssgan.evaluation, ssgan.data, ssgan.nets; "
+                            "from ssgan.training.seeds import member_seeds")
+    assert "mlflow" not in loaded
+
+
+def test_a_served_model_loads_no_training_code():
+    """Loading the pyfunc model (what `mlflow models serve` runs) pulls in no training loop, CUDA graphs,
+    resume or watchdog (tqdm comes with MLflow itself)."""
+    loaded = imported_after("import ssgan.serving.pyfunc_model")
+    assert "ssgan.serving.predictor" in loaded and "mlflow" in loaded
+    assert not {m for m in loaded if m.startswith("ssgan.training")}

@@ -304,3 +304,12 @@ def test_train_without_a_config_trains_the_defaults_the_help_names():
     assert (cfg.mode, cfg.data.name, cfg.data.labels, cfg.data.split_seed, cfg.train.epochs) == \
         ("ssgan", "digits", 100, 0, 10)
     assert (cfg.model.arch, cfg.model.d_hidden, cfg.tracking.experiment) == ("mlp", (1000, 500, 250, 250, 250), "ssgan")
+
+
+def test_a_saved_state_whose_run_is_not_in_the_store_is_a_one_line_error(store_uri):
+    from ssgan.errors import SSGANError
+    from ssgan.tracking.run import existing_run
+
+    mlflow.set_tracking_uri(store_uri)
+    with pytest.raises(SSGANError, match=r"cannot open MLflow run 0{32}: .*is tracking.uri the store the run was"):
+        existing_run("0" * 32)

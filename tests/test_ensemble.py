@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from ssgan.cli import cli
-from ssgan.tracking.ensemble import evaluate_ensemble, member_seeds
+from ssgan.evaluation.metrics import evaluate_ensemble
+from ssgan.training.seeds import member_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ensemble import ensemble_report  # noqa: E402

@@ -3,8 +3,8 @@ one tracked-run path (ssgan.tracking.run) behind `ssgan train`, `--seeds` and `-
 (ssgan.tracking.ensemble)."""
 from ssgan.tracking.ensemble import run_ensemble
 from ssgan.tracking.logger import RunLogger, run_name
-from ssgan.tracking.run import Trained, record, run_training, run_training_seeds, track
+from ssgan.tracking.run import record, run_training, run_training_seeds, track
 from ssgan.tracking.store import resolve_uri, use_store
 
-__all__ = ["run_training", "run_training_seeds", "run_ensemble", "track", "record", "Trained", "RunLogger",
+__all__ = ["run_training", "run_training_seeds", "run_ensemble", "track", "record", "RunLogger",
            "run_name", "resolve_uri", "use_store"]

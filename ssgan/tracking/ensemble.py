@@ -17,25 +17,16 @@ import numpy as np
 
 from ssgan.config import Config, replace
 from ssgan.data.splits import load_split
-from ssgan.errors import ConfigError
 from ssgan.evaluation.metrics import evaluate_ensemble
 from ssgan.nets.inference import Ensemble
-from ssgan.tracking.logger import run_name
-from ssgan.tracking.run import Job, Trained, track
-from ssgan.training.seeds import Members, SeedsResult, fit_seeds, seeds_id
+from ssgan.tracking.run import track
+from ssgan.training.jobs import Job, Trained
+from ssgan.training.seeds import Members, SeedsResult, fit_seeds, member_seeds, seeds_id
 from ssgan.training.step import check_plan
 
 log = logging.getLogger("ssgan")
 
-SEED_STRIDE = 1000  # member m's training seed: split seed + SEED_STRIDE * m
 METHOD = "ssgan_ensemble"
-
-
-def member_seeds(split_seed: int, members: int) -> list[int]:
-    """The training seeds of an ensemble's members; the first is the split seed (the plain run's)."""
-    if members < 1:
-        raise ConfigError(f"an ensemble needs at least 1 member, got {members}")
-    return [split_seed + SEED_STRIDE * m for m in range(members)]
 
 
 def stopped_members(result: SeedsResult, seeds: list[int]) -> dict[int, str]:
@@ -55,6 +46,8 @@ class EnsembleJob(Job):
 
     progress_metric = "mean_member_test_accuracy"
 
+    method = METHOD
+
     def __init__(self, cfg: Config, members: int):
         self.cfg = replace(cfg, mode="ssgan")
         self.cfgs, self.members = [self.cfg], members
@@ -65,31 +58,26 @@ class EnsembleJob(Job):
         check_plan(self.cfg, split)
         self.splits, self.key = [split], seeds_id(self.seeds, [split] * self.members)
 
-    def run_name(self, i: int) -> str:
-        c = self.cfg
-        return c.tracking.run_name or f"{run_name(METHOD, len(self.splits[0].labeled_idx), c.data.split_seed)}"
-
     def tags(self, i: int) -> dict[str, str]:
         return {"members": str(self.members), "member_train_seeds": ",".join(map(str, self.seeds))}
 
-    def train(self, state, on_state, loggers, logged, progress) -> list[Trained]:
-        logger, logged = loggers[0], logged[0]
-        split = self.splits[0]
+    def train(self, state, on_state, on_epoch, progress=None) -> list[Trained]:
+        split, reported = self.splits[0], set()
 
-        def on_epoch(epoch: int, metrics: list[Optional[dict[str, float]]], generators: Members) -> None:
+        def each(epoch: int, metrics: list[Optional[dict[str, float]]], generators: Members) -> None:
             accs = [m["test_accuracy"] for m in metrics if m is not None]  # the members still training
-            if accs and epoch not in logged:
-                logger.log_epoch(epoch, {"mean_member_test_accuracy": float(np.mean(accs))},
-                                 generators[0] if logger.samples_due(epoch) else None)
-                logged.add(epoch)
+            if accs:
+                on_epoch(0, epoch, {"mean_member_test_accuracy": float(np.mean(accs))}, lambda: generators[0])
+                reported.add(epoch)
 
-        r = fit_seeds(self.cfg, [split] * self.members, self.seeds, on_epoch=on_epoch, progress=progress,
+        r = fit_seeds(self.cfg, [split] * self.members, self.seeds, on_epoch=each, progress=progress,
                       resume=state, on_state=on_state)
         self.stop_reason = r.stop_reason
         _, member_evs = evaluate_ensemble(r.classifiers, split.x_test, split.y_test, split.class_names)
         member_acc = {f"member{m}_test_accuracy": e.accuracy for m, e in enumerate(member_evs)}
         final = dict(member_acc)
-        if r.epochs_done not in logged:  # the last epoch was not evaluated on its own (or no epoch ran)
+        earlier = state["epoch"] if state is not None else 0  # a saved state's epochs were all reported
+        if r.epochs_done not in reported and not 0 < r.epochs_done <= earlier:  # no epoch ran, or none was reported
             final["mean_member_test_accuracy"] = float(np.mean(list(member_acc.values())))
         stopped = stopped_members(r, self.seeds)
         kept = [c for m, c in enumerate(r.classifiers) if m not in stopped] or r.classifiers
@@ -101,7 +89,8 @@ class EnsembleJob(Job):
         summary = {"method": METHOD, "members": self.members, "train_seeds": self.seeds, **member_acc,
                    "members_averaged": len(kept), "members_stopped": stopped}
         return [Trained(Ensemble(kept, split.num_classes).eval(), r.generators[0], r.epochs_done, r.seconds,
-                        r.stop_reason, r.stop_message, warnings, metrics=final, tags=tags, summary=summary)]
+                        r.stop_reason, r.stop_message, warnings, cuda_graph=r.cuda_graph, metrics=final, tags=tags,
+                        summary=summary)]
 
 
 def run_ensemble(cfg: Config, members: int, out_dir: Optional[str | Path] = None, run_id: Optional[str] = None,

@@ -1,9 +1,10 @@
 """The one tracked-run path: load the split, open (or resume) the MLflow run(s), train, record, end.
 
-`track(job, ...)` does it for every kind of training (`Job`): one network (`ssgan train`: `run_training`),
-several split seeds trained at once, one MLflow run each (`--seeds`: `run_training_seeds`), and an ensemble
-of training seeds recorded as one run (`--members`: ssgan/tracking/ensemble.py). Comparisons and ablations
-(ssgan/experiments) call these, as does bench/gpu_recipe.py.
+`track(job, ...)` does it for every kind of training (a `ssgan.training.jobs.Job`): one network (`ssgan
+train`: `run_training`), several split seeds trained at once, one MLflow run each (`--seeds`:
+`run_training_seeds`), and an ensemble of training seeds recorded as one run (`--members`:
+ssgan/tracking/ensemble.py). Comparisons and ablations (ssgan/experiments) call these. bench/gpu_recipe.py
+runs the same jobs on machines without MLflow and records them in files.
 
 The runs are created before training and recorded into by id while it goes (per-epoch metrics, sample
 grids), so no run need be active; the final evaluation, checkpoint and model are recorded with the run
@@ -16,15 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import platform
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from ssgan.config import Config, replace
-from ssgan.data.splits import Split, load_split
+from ssgan.config import Config
+from ssgan.data.splits import Split
 from ssgan.errors import ConfigError, SSGANError
 from ssgan.evaluation.metrics import evaluate
 from ssgan.serving.checkpoint import make_checkpoint
@@ -32,60 +32,11 @@ from ssgan.serving.pyfunc import log_pyfunc
 from ssgan.serving.pyfunc import register as register_model
 from ssgan.tracking.logger import RunLogger, log_evaluation, run_name
 from ssgan.tracking.store import resolve_uri, use_store
-from ssgan.training.fit import fit
+from ssgan.training.jobs import Job, OneRun, SeedsAtOnce, Trained
 from ssgan.training.resume import STATE_FILE, check_state, describe, exclusive, load_state, save_state
-from ssgan.training.seeds import Members, check_seeds, fit_seeds, seeds_id
-from ssgan.training.step import check_plan, resolve_device
+from ssgan.training.step import resolve_device
 
 log = logging.getLogger("ssgan")
-
-
-@dataclass
-class Trained:
-    """What one MLflow run records at the end of training (`record`)."""
-    classifier: nn.Module  # eval mode: a discriminator, or an Ensemble of them
-    generator: Optional[nn.Module]
-    epochs_done: int
-    seconds: float  # training seconds, over every part of a resumed run
-    stop_reason: str  # completed | interrupted | d_loss_collapse | non_finite_loss | mode_collapse
-    stop_message: str = ""
-    warnings: list[str] = field(default_factory=list)  # the watchdog's, with tricks.watchdog.action=warn
-    metrics: dict[str, float] = field(default_factory=dict)  # further final metrics (an ensemble's members')
-    tags: dict[str, str] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)  # further summary.json entries
-
-
-class Job:
-    """One kind of tracked training. `prepare` loads the data and checks the plan (before any run is opened);
-    `train` trains and returns one `Trained` per MLflow run, logging each epoch through `loggers`."""
-
-    cfg: Config  # the config a saved state must match
-    cfgs: list[Config]  # one per MLflow run
-    splits: list[Split]  # one per MLflow run
-    key: str  # the split hash or seeds id a saved state must match
-    progress_metric = "lr"  # a metric logged every epoch: which epochs a run holds already
-    stop_reason = "completed"  # the training loop's, after `train`
-
-    def prepare(self) -> None:
-        raise NotImplementedError
-
-    def train(self, state: Optional[dict[str, Any]], on_state: Optional[Callable[[dict[str, Any]], None]],
-              loggers: list[RunLogger], logged: list[set[int]], progress: Optional[bool]) -> list[Trained]:
-        raise NotImplementedError
-
-    def run_name(self, i: int) -> str:
-        c = self.cfgs[i]
-        return c.tracking.run_name or run_name(c.mode, len(self.splits[i].labeled_idx), c.data.split_seed)
-
-    def tags(self, i: int) -> dict[str, str]:
-        return {}
-
-    def state_ids(self, run_ids: list[str]) -> dict[str, Any]:
-        """What the saved state names: the run it continues (or, for seeds trained at once, the runs)."""
-        return {"run_id": run_ids[0]}
-
-    def summary_file(self, i: int) -> str:
-        return "summary.json"
 
 
 def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None, nested: bool = False,
@@ -106,20 +57,24 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
             run_ids = state.get("run_ids") or ([state["run_id"]] if state.get("run_id") else run_ids)
         experiment_id = use_store(job.cfg)
         client = mlflow.MlflowClient()
-        run_ids = run_ids or [new_run(experiment_id, job.run_name(i), nested) for i in range(len(job.cfgs))]
-        loggers = [RunLogger(r, c, s.split_hash, len(s.labeled_idx), log_config=not client.get_run(r).data.params)
+        run_ids = run_ids or [new_run(experiment_id, name_of(job, i), nested) for i in range(len(job.cfgs))]
+        loggers = [RunLogger(r, c, s.split_hash, len(s.labeled_idx), log_config=not existing_run(r).data.params)
                    for r, c, s in zip(run_ids, job.cfgs, job.splits)]
         for i, logger in enumerate(loggers):
             resumed = {"resumed_after_epoch": str(state["epoch"])} if state is not None else {}
             logger.set_tags({**(tags or {}), **job.tags(i), **resumed})
         logged = [logged_epochs(r, job.progress_metric) if state is not None else set() for r in run_ids]
 
+        def on_epoch(i: int, epoch: int, metrics: dict[str, float], generator: Callable[[], Optional[nn.Module]]):
+            if epoch not in logged[i]:  # a killed part's last epochs are in the run already
+                loggers[i].log_epoch(epoch, metrics, generator() if loggers[i].samples_due(epoch) else None)
+
         def save(s: dict[str, Any]) -> None:
             save_state(state_path, s, job.cfg, job.key, **job.state_ids(run_ids))
             log.info("training state after epoch %d saved to %s", s["epoch"], state_path)
 
         try:
-            trained = job.train(state, save if state_path is not None else None, loggers, logged, progress)
+            trained = job.train(state, save if state_path is not None else None, on_epoch, progress)
         except BaseException as e:
             for r in run_ids:
                 client.set_terminated(r, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -132,72 +87,6 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
     for i, summary in enumerate(summaries):
         write_summary(summary, out_dir, job.summary_file(i))
     return summaries
-
-
-class OneRun(Job):
-    """One network on one split (`ssgan train`)."""
-
-    def __init__(self, cfg: Config):
-        self.cfg, self.cfgs = cfg, [cfg]
-
-    def prepare(self) -> None:
-        split = load_split(self.cfg.data)
-        check_plan(self.cfg, split)
-        self.splits, self.key = [split], split.split_hash
-        log.info("%s on %s: %d labeled of %d training examples, %d test, %d classes", self.cfg.mode, self.cfg.data.name,
-                 len(split.labeled_idx), len(split.x_train), len(split.x_test), split.num_classes)
-
-    def train(self, state, on_state, loggers, logged, progress) -> list[Trained]:
-        def on_epoch(epoch: int, metrics: dict[str, float], generator: Optional[nn.Module]) -> None:
-            if epoch not in logged[0]:  # a killed part's last epochs are in the run already
-                loggers[0].log_epoch(epoch, metrics, generator)
-
-        r = fit(self.cfg, self.splits[0], on_epoch=on_epoch, progress=progress, resume=state, on_state=on_state)
-        self.stop_reason = r.stop_reason
-        return [Trained(r.classifier, r.generator, len(r.history), r.seconds, r.stop_reason, r.stop_message,
-                        r.watchdog_warnings)]
-
-
-class SeedsAtOnce(Job):
-    """Several split seeds trained at once (`ssgan.training.seeds.fit_seeds`), one MLflow run per seed, each
-    recorded as `OneRun` would record it (data.split_seed = train.seed = s). A seed the watchdog stops while
-    the others train on is recorded as a single run stopped by it would be."""
-
-    def __init__(self, cfg: Config, seeds: list[int]):
-        self.cfg, self.seeds = cfg, list(seeds)
-        self.cfgs = [replace(cfg, **{"data.split_seed": s, "train.seed": s}) for s in seeds]
-
-    def prepare(self) -> None:
-        self.splits = [load_split(c.data) for c in self.cfgs]
-        check_plan(self.cfg, self.splits[0])
-        check_seeds(self.cfg, self.splits, self.seeds)
-        self.key = seeds_id(self.seeds, self.splits)
-        log.info("%s on %s: split seeds %s at once, %d labeled of %d training examples each", self.cfg.mode,
-                 self.cfg.data.name, ",".join(map(str, self.seeds)), len(self.splits[0].labeled_idx),
-                 len(self.splits[0].x_train))
-        if resolve_device(self.cfg.train.device).type == "cpu":
-            log.info("training on a CPU: seeds at once are no faster than one after another (bench/throughput.py "
-                     "--stacked); on a GPU they take about the time of one")
-
-    def train(self, state, on_state, loggers, logged, progress) -> list[Trained]:
-        def on_epoch(epoch: int, metrics: list[Optional[dict[str, float]]], generators: Members) -> None:
-            for i, (logger, m) in enumerate(zip(loggers, metrics)):
-                if m is not None and epoch not in logged[i]:
-                    logger.log_epoch(epoch, m, generators[i] if logger.samples_due(epoch) else None)
-
-        r = fit_seeds(self.cfg, self.splits, self.seeds, on_epoch=on_epoch, progress=progress, resume=state,
-                      on_state=on_state)
-        self.stop_reason = r.stop_reason
-        together = {"trained_with_seeds": ",".join(map(str, self.seeds))}
-        return [Trained(r.classifiers[i], r.generators[i], len(r.histories[i]), r.seconds, r.stop_reasons[i],
-                        r.stop_messages[i], r.watchdog_warnings[i], tags=together,
-                        summary={"trained_with_seeds": list(self.seeds)}) for i in range(len(self.seeds))]
-
-    def state_ids(self, run_ids: list[str]) -> dict[str, Any]:
-        return {"run_ids": run_ids}
-
-    def summary_file(self, i: int) -> str:
-        return f"summary-seed{self.seeds[i]}.json"
 
 
 def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
@@ -279,6 +168,12 @@ def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, tra
     return summary
 
 
+def name_of(job: Job, i: int) -> str:
+    """Run i's name: `tracking.run_name`, else what it is (`ssgan · 20 labels · seed 0`)."""
+    c = job.cfgs[i]
+    return c.tracking.run_name or run_name(job.method, len(job.splits[i].labeled_idx), c.data.split_seed)
+
+
 def state_file(out_dir: Optional[str | Path], state_path: Optional[str | Path]) -> Optional[Path]:
     """Where a run's training state lives: `state_path`, else OUT/train_state.pt, else nowhere (None)."""
     if state_path is None and out_dir is not None:
@@ -305,6 +200,17 @@ def end_state(state_path: Optional[Path], stop_reason: str) -> None:
         log.warning("to continue this run: the same command with --resume (state in %s)", state_path)
     elif state_path is not None:  # the watchdog: continuing would most likely stop again
         log.warning("the last good epoch's training state is in %s; delete it to start this run afresh", state_path)
+
+
+def existing_run(run_id: str):
+    """The run `run_id` of the current store; one that is not there is a one-line error."""
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException as e:
+        raise SSGANError(f"cannot open MLflow run {run_id}: {str(e).splitlines()[0]}; is tracking.uri the store "
+                         "the run was started in?") from None
 
 
 def open_run(run_id: str, nested: bool = False):

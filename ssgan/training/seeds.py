@@ -393,3 +393,14 @@ def accuracies(model: SeedStack, x_test: torch.Tensor, y_test: torch.Tensor, num
 def seeds_id(seeds: list[int], splits: list[Split]) -> str:
     """Which seeds on which labeled data: what a saved state of several seeds must match to resume."""
     return ",".join(f"{s}:{split.split_hash}" for s, split in zip(seeds, splits))
+
+
+SEED_STRIDE = 1000  # an ensemble's member m trains with seed: split seed + SEED_STRIDE * m
+
+
+def member_seeds(split_seed: int, members: int) -> list[int]:
+    """The training seeds of an ensemble's members (ssgan/tracking/ensemble.py); the first is the split seed
+    (the plain run's)."""
+    if members < 1:
+        raise ConfigError(f"an ensemble needs at least 1 member, got {members}")
+    return [split_seed + SEED_STRIDE * m for m in range(members)]
