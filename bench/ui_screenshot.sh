@@ -29,5 +29,5 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
 mkdir -p "$(dirname "$OUT")"
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=${WIDTH:-1600},900 \
-  --virtual-time-budget=15000 --screenshot="$OUT" "http://127.0.0.1:$PORT/#/experiments/$ID/runs${VIEW:+?compareRunsMode=$VIEW}" 2>/dev/null
+  --virtual-time-budget=15000 --screenshot="$OUT" "http://127.0.0.1:$PORT/#/experiments/$ID/runs${QUERY:+?$QUERY}" 2>/dev/null
 echo "$OUT"
