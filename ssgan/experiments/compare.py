@@ -33,7 +33,7 @@ from ssgan.data.splits import draw_labeled, load_split
 from ssgan.tracking.ensemble import run_ensemble
 from ssgan.errors import ConfigError, SSGANError
 from ssgan.training.resume import exclusive, load_state
-from ssgan.tracking.run import run_training, run_training_seeds
+from ssgan.tracking.run import new_run, run_training, run_training_seeds
 from ssgan.tracking.logger import run_name
 from ssgan.tracking.store import use_store
 from ssgan.training.step import check_plan
@@ -187,8 +187,8 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
         state_path = states / (f"{method}-{budget}-seed{seeds[0]}.pt" if len(seeds) == 1
                                else f"{method}-{budget}-seeds{'-'.join(map(str, seeds))}.pt")
     resumed = _saved_runs(state_path, what, len(seeds)) if state_path is not None else None
-    run_ids = resumed or [client.create_run(experiment_id, run_name=c.tracking.run_name, tags={
-        MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)}).info.run_id
+    run_ids = resumed or [new_run(experiment_id, c.tracking.run_name, nested=False, tags={
+        MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)})
         for c, seed in zip(run_cfgs, seeds)]
     try:
         if len(seeds) > 1:

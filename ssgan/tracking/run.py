@@ -224,15 +224,15 @@ def open_run(run_id: str, nested: bool = False):
                          "the run was started in?") from None
 
 
-def new_run(experiment_id: str, name: Optional[str], nested: bool) -> str:
-    """Create a run (with the user and source tags `mlflow.start_run` sets), a child of the active run when
-    `nested`; returns its id. It stays RUNNING until recorded into with `open_run`."""
+def new_run(experiment_id: str, name: Optional[str], nested: bool, tags: Optional[dict[str, str]] = None) -> str:
+    """Create a run (with the user and source tags `mlflow.start_run` sets, and `tags`), a child of the active
+    run when `nested`; returns its id. It stays RUNNING until recorded into with `open_run`."""
     import mlflow
     from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     parent = mlflow.active_run() if nested else None
-    tags = resolve_tags({MLFLOW_PARENT_RUN_ID: parent.info.run_id} if parent else {})
+    tags = resolve_tags({**({MLFLOW_PARENT_RUN_ID: parent.info.run_id} if parent else {}), **(tags or {})})
     return mlflow.MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 

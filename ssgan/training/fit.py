@@ -156,7 +156,7 @@ class OneRun(EpochLoop):
 @torch.no_grad()
 def accuracy(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, num_classes: int) -> float:
     """Test accuracy, counted on the training device: one host sync, and on a GPU one forward
-    for up to 10,000 rows (the per-epoch evaluation was about a tenth of a graphed run's time)."""
+    for up to 10,000 rows, so that evaluating does not slow a graphed run (docs/results/speed.md)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
