@@ -267,3 +267,15 @@ def test_in_warn_mode_the_watchdog_warns_per_seed_and_stops_none(npz_path):
     # every D loss counts as collapsed: each seed is warned after steps 2 and 4 of each epoch (a warning starts
     # its count afresh, so the check at the epoch's end, 0 steps later, is quiet)
     assert result.watchdog_warnings == [["d_loss_collapse"] * 4] * 2
+
+
+def test_the_collapse_monitor_stops_each_seed_as_it_stops_a_single_run(npz_path):
+    """A diversity floor of 1 (as varied as the data), above these tiny generators': `fit` stops for mode collapse at its first epoch's check, and
+    so does every seed trained at once (each judged on its own generator)."""
+    cfg = tiny_cfg(npz_path, **{"train.epochs": 3, "tricks.watchdog.min_diversity": 1.0})
+    splits = [load_split(replace(cfg, **{"data.split_seed": s}).data) for s in (0, 1)]
+    alone = fit(replace(cfg, **{"data.split_seed": 0}), splits[0], progress=False)
+    together = fit_seeds(cfg, splits, [0, 1], progress=False)
+    assert alone.stop_reason == together.stop_reason == "mode_collapse"
+    assert together.stop_reasons == ["mode_collapse", "mode_collapse"]
+    assert len(alone.history) == 0 and together.histories == [[], []]
