@@ -90,3 +90,27 @@ def test_a_served_model_loads_no_training_code():
     loaded = imported_after("import ssgan.serving.pyfunc_model")
     assert "ssgan.serving.predictor" in loaded and "mlflow" in loaded
     assert not {m for m in loaded if m.startswith("ssgan.training")}
+
+
+def test_no_module_imports_itself_through_others():
+    """No cycle in the whole import graph, at any depth (a package and its modules included): what the
+    layers and acyclic-siblings contracts could miss. Function-level imports count."""
+    import grimp
+
+    graph = grimp.build_graph("ssgan", cache_dir=None)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        state[module] = 1
+        for nxt in sorted(graph.find_modules_directly_imported_by(module)):
+            if state.get(nxt) == 1:
+                return path + [module, nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [module])):
+                return cycle
+        state[module] = 2
+        return []
+
+    for module in sorted(graph.modules):
+        if module not in state and (cycle := visit(module, [])):
+            start = cycle.index(cycle[-1])
+            raise AssertionError("import cycle: " + " -> ".join(cycle[start:]))
