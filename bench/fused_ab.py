@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, replace  # noqa: E402
 from ssgan.training.flops import matmul_peak, step_flops  # noqa: E402
-from ssgan.training.fit import build_nets, train_step  # noqa: E402
+from ssgan.training.step import build_nets, train_step  # noqa: E402
 
 base = load_config(ROOT / "configs/mnist-100.yaml", ["train.lr_schedule=constant", "train.device=cpu"])
 variants = {"fused": base, "separate": replace(base, **{"train.fused_d": False})}

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config  # noqa: E402
-from ssgan.training.fit import build_nets, prepare, resolve_device, train_step  # noqa: E402
+from ssgan.training.step import build_nets, prepare, resolve_device, train_step  # noqa: E402
 
 from script import run_main  # noqa: E402  (bench/script.py)
 

@@ -40,7 +40,8 @@ from ssgan.training.flops import matmul_peak, step_flops  # noqa: E402
 from ssgan.training.graphs import GraphedStep  # noqa: E402
 from ssgan.training.seeds import stack_nets  # noqa: E402
 from ssgan.training.seeds import train_step as seeds_train_step  # noqa: E402
-from ssgan.training.fit import build_nets, fit, prepare, resolve_device, train_step  # noqa: E402
+from ssgan.training.step import build_nets, prepare, resolve_device, train_step  # noqa: E402
+from ssgan.training.fit import fit  # noqa: E402
 
 from script import int_list, name_list, run_main  # noqa: E402  (bench/script.py)
 

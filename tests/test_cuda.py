@@ -6,7 +6,8 @@ import torch
 from ssgan.config import replace
 from ssgan.data.splits import load_split
 from ssgan.training.graphs import GraphedStep
-from ssgan.training.fit import build_nets, fit, train_step
+from ssgan.training.step import build_nets, train_step
+from ssgan.training.fit import fit
 from ssgan.nets.inference import predict_proba
 from tests.test_train import tiny_cfg
 

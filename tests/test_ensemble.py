@@ -129,7 +129,7 @@ def test_the_ensemble_module_outputs_the_log_of_the_members_mean_probability():
         def forward(self, x):
             return self.lin(x), x
 
-    from ssgan.tracking.ensemble import Ensemble
+    from ssgan.nets.inference import Ensemble
 
     x = torch.randn(6, 4)
     logits, features = Ensemble([D(m) for m in members], num_classes=3)(x)

@@ -3,7 +3,7 @@ import torch
 
 from ssgan.config import Config, replace
 from ssgan.training.flops import matmul_peak, step_flops
-from ssgan.training.fit import build_nets
+from ssgan.training.step import build_nets
 
 # D: 64 -> 16 -> 8 -> 3 classes (weight-normed), G: 4 -> 16 (batch norm) -> 64 (weight-normed)
 TINY = {"model.d_hidden": [16, 8], "model.g_hidden": [16], "model.noise_dim": 4, "train.device": "cpu",

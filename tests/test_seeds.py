@@ -11,7 +11,8 @@ from ssgan.errors import ConfigError
 from ssgan.training.resume import load_state, save_state
 from ssgan.training.seeds import SeedStack, fit_seeds, seeds_id, stack_nets
 from ssgan.training.seeds import train_step as seeds_train_step
-from ssgan.training.fit import build_nets, fit, train_step
+from ssgan.training.step import build_nets, train_step
+from ssgan.training.fit import fit
 from ssgan.nets.inference import predict_proba
 from tests.test_train import tiny_cfg
 

@@ -6,7 +6,10 @@ import torch
 
 from ssgan.config import Config, replace
 from ssgan.data.splits import load_split
-from ssgan.training.fit import EMA, IndexStream, build_nets, fit, train_step
+from ssgan.training.ema import EMA
+from ssgan.training.batches import IndexStream
+from ssgan.training.step import build_nets, train_step
+from ssgan.training.fit import fit
 from ssgan.nets.inference import predict_proba
 from ssgan.training.tricks import lr_factor
 

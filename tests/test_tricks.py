@@ -8,7 +8,8 @@ from ssgan.errors import ConfigError
 from ssgan.nets.losses import unsupervised_loss
 from ssgan.nets.models import GaussianNoise, build_discriminator, build_generator
 from ssgan.nets.monitor import collapse_metrics
-from ssgan.training.fit import build_nets, fit
+from ssgan.training.step import build_nets
+from ssgan.training.fit import fit
 from ssgan.training.tricks import lr_factor, noise_scale, real_fake_targets, set_noise_scale
 
 from test_train import tiny_cfg

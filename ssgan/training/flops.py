@@ -26,7 +26,7 @@ from ssgan.config import Config
 
 def step_flops(nets, cfg: Config, x_lb: torch.Tensor, y_lb: torch.Tensor, x_ulb=None, x_ulb2=None) -> int:
     """Matmul/conv FLOPs of one `train_step` on these batches (run on a copy: `nets` is unchanged)."""
-    from ssgan.training.fit import train_step
+    from ssgan.training.step import train_step
 
     nets = copy.deepcopy(nets)
     with FlopCounterMode(display=False) as counter:
