@@ -17,6 +17,12 @@ from ssgan.config import load_config
 from ssgan.errors import SSGANError
 
 
+# Exit statuses: 0 done; 2 bad input or a fault, said in one line; 3 the watchdog stopped training (or a
+# comparison's run failed); 130 interrupted (Ctrl-C or SIGTERM): the training state is saved and the same
+# command with --resume finishes the run.
+EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
+
+
 class _Group(click.Group):
     """Turns library errors, and failures to read or write a named file, into one-line messages with exit
     status 2, never a traceback."""
@@ -26,12 +32,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SSGANError as e:
             click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
+            ctx.exit(EXIT_BAD_INPUT)
         except OSError as e:  # e.g. the disk filled up while writing a summary
             if e.filename is None or e.errno == errno.EPIPE:
                 raise
             click.echo(f"error: {e.filename!r}: {e.strerror or e}", err=True)
-            ctx.exit(2)
+            ctx.exit(EXIT_BAD_INPUT)
 
 
 def _out_folder(out: Optional[str], holds_file: bool = False) -> None:
@@ -125,7 +131,9 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         click.echo(f"{seed}stopped early ({s['stop_reason']}): {s['stop_message']}; the last good epoch's weights "
                    f"and all metrics are in run {s['run_id']}", err=True)
     if failed:
-        sys.exit(3)
+        sys.exit(EXIT_STOPPED)
+    if any(s["stop_reason"] == "interrupted" for s in summaries):  # Ctrl-C or SIGTERM: the state is saved
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _seed_list(text: str) -> list[int]:
@@ -191,10 +199,10 @@ def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, se
                              origin=ConfigOrigin.of(cfg, config_path, overrides))
     click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
-    if not summary["complete"]:  # exit status 3, as `train` after a watchdog stop
+    if not summary["complete"]:  # exit status 3, as `train` after a watchdog stop (130 when interrupted)
         click.echo(f"{len(summary['failed'])} run(s) failed or missing, listed in the report; the same command "
                    "with --resume reruns those that crashed, were interrupted or never ran", err=True)
-        sys.exit(3)
+        sys.exit(EXIT_INTERRUPTED if summary.get("interrupted") else EXIT_STOPPED)
 
 
 @cli.command()

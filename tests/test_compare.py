@@ -346,6 +346,7 @@ def test_an_interrupted_network_run_resumes_from_its_saved_state_in_its_own_run(
     cfg, plan, first = _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, "resume-state")
     run_id = first["runs"][0]["run_id"]
     assert first["runs"][0]["failure_reason"] == "interrupted by the user"
+    assert first["interrupted"] and not first["complete"]  # `ssgan compare` exits 130: resumable, not failed
     state = tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seed0.pt"
     assert torch.load(state, weights_only=True)["epoch"] == 2
 

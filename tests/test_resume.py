@@ -134,7 +134,8 @@ def _cli_args(npz_path, out, store_uri, *extra):
 
 def _stop_by_sigterm(args, out):
     """Start `ssgan train ARGS` in a subprocess and stop it with SIGTERM (what a batch system sends before
-    it kills a job) once it has saved a training state; returns its stderr."""
+    it kills a job) once it has saved a training state; returns its stderr. It exits with status 130 (not
+    done, resumable) and leaves its MLflow runs KILLED, so nothing takes the half-trained model for a done one."""
     proc = subprocess.Popen([sys.executable, "-c", "from ssgan.cli import main; main()", "-q", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -142,8 +143,15 @@ def _stop_by_sigterm(args, out):
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr
+    for summary in out.glob("summary*.json"):
+        run = mlflow.MlflowClient(store_of(args)).get_run(json.loads(summary.read_text())["run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "interrupted"
     return stderr
+
+
+def store_of(args):
+    return next(a.split("=", 1)[1] for a in args if a.startswith("tracking.uri="))
 
 
 def _stopped_and_resumed(args, out, epochs):
@@ -162,6 +170,7 @@ def _stopped_and_resumed(args, out, epochs):
     assert summary["run_id"] == stopped["run_id"] and summary["stop_reason"] == "completed"
     assert summary["epochs_completed"] == epochs and not (out / "train_state.pt").exists()
     client = mlflow.MlflowClient(stopped["tracking_uri"])
+    assert client.get_run(summary["run_id"]).info.status == "FINISHED"  # --resume finished it
     assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
     # the partial model the stopped part logged is replaced by the final one: the run holds one model
     assert stopped["model_uri"] != summary["model_uri"]

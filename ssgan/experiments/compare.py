@@ -130,6 +130,7 @@ def _compare(cfg: Config, plan: Plan, out_dir: str | Path, resume: bool, progres
             mlflow.log_artifact(str(Path(out_dir) / name))
         if interrupted:
             mlflow.end_run(status="KILLED")
+    summary["interrupted"] = interrupted
     return summary
 
 

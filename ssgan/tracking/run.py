@@ -83,6 +83,8 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
         for i, (run_id, logger, t) in enumerate(zip(run_ids, loggers, trained)):
             with open_run(run_id, nested=mlflow.active_run() is not None):
                 summaries.append(record(job.cfgs[i], job.splits[i], logger, experiment_id, t, register, alias))
+            if t.stop_reason == "interrupted":  # not done: a scheduler or a dashboard must not take it for done
+                client.set_terminated(run_id, "KILLED")
         end_state(state_path, job.stop_reason)
     for i, summary in enumerate(summaries):
         write_summary(summary, out_dir, job.summary_file(i))
