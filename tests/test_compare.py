@@ -367,9 +367,20 @@ def test_an_interrupted_network_run_resumes_from_its_saved_state_in_its_own_run(
     assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in whole_history]  # epoch 3 once
 
 
+def test_an_unreadable_latest_state_falls_back_to_the_one_before(tmp_path, npz_path, store_uri, monkeypatch):
+    cfg, plan, first = _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, "resume-prev-state")
+    (tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seed0.pt").write_bytes(b"not a state")
+
+    resumed = run_comparison(cfg, plan, tmp_path / "out", resume=True, progress=False)
+    assert resumed["complete"] and resumed["runs"][0]["run_id"] == first["runs"][0]["run_id"]
+    tags = mlflow.MlflowClient().get_run(resumed["runs"][0]["run_id"]).data.tags
+    assert tags["resumed_after_epoch"] == "1"  # the state before the latest (epoch 2's)
+
+
 def test_an_unreadable_saved_state_is_dropped_and_the_run_starts_afresh(tmp_path, npz_path, store_uri, monkeypatch):
     cfg, plan, first = _interrupted_comparison(tmp_path, npz_path, store_uri, monkeypatch, "resume-bad-state")
-    (tmp_path / "out" / "state" / first["parent_run_id"] / "ssgan-6-seed0.pt").write_bytes(b"not a state")
+    for name in ("ssgan-6-seed0.pt", "ssgan-6-seed0.prev.pt"):  # the latest state and the one before
+        (tmp_path / "out" / "state" / first["parent_run_id"] / name).write_bytes(b"not a state")
 
     resumed = run_comparison(cfg, plan, tmp_path / "out", resume=True, progress=False)
     assert resumed["complete"] and resumed["runs"][0]["run_id"] != first["runs"][0]["run_id"]

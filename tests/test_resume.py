@@ -17,7 +17,7 @@ from ssgan.cli import cli
 from ssgan.config import replace
 from ssgan.data.splits import load_split
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.training.resume import exclusive, load_state, save_state
+from ssgan.training.resume import exclusive, load_state, previous, remove_state, save_state
 from ssgan.training.seeds import fit_seeds, seeds_id
 from ssgan.training.fit import fit
 
@@ -169,6 +169,7 @@ def _stopped_and_resumed(args, out, epochs):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run_id"] == stopped["run_id"] and summary["stop_reason"] == "completed"
     assert summary["epochs_completed"] == epochs and not (out / "train_state.pt").exists()
+    assert not (out / "train_state.prev.pt").exists()  # a completed run keeps neither state
     client = mlflow.MlflowClient(stopped["tracking_uri"])
     assert client.get_run(summary["run_id"]).info.status == "FINISHED"  # --resume finished it
     assert client.get_run(summary["run_id"]).data.tags["resumed_after_epoch"] == str(done_before)
@@ -263,3 +264,36 @@ def test_one_process_at_a_time_trains_from_a_state(tmp_path, npz_path, store_uri
     assert not state.with_name("train_state.pt.lock").exists()  # released and removed
     with exclusive(state):
         pass
+
+
+def test_the_state_before_the_latest_is_kept_and_a_truncated_latest_falls_back_to_it(tmp_path, npz_path, caplog):
+    cfg = tiny_cfg(npz_path, **{**STATEFUL, "train.state_every_s": 0})  # a state after every epoch but the last
+    split = load_split(cfg.data)
+    saved = []
+    whole = fit(cfg, split, progress=False, on_state=saved.append)
+    path = tmp_path / "train_state.pt"
+    for state in saved[:3]:  # epochs 1, 2, 3
+        save_state(path, state, cfg, split.split_hash)
+    assert load_state(path)["epoch"] == 3 and load_state(previous(path))["epoch"] == 2
+    path.write_bytes(path.read_bytes()[:1000])  # a truncated latest state (a crash or a full disk mid-copy)
+    with caplog.at_level("WARNING", logger="ssgan"):
+        assert load_state(path)["epoch"] == 2
+    assert "not a readable ssgan training state" in caplog.text and "continuing from the state before it" in caplog.text
+    resumed = fit(cfg, split, progress=False, resume=load_state(path))
+    assert [m["loss_d"] for m in resumed.history] == [m["loss_d"] for m in whole.history]
+    remove_state(path)
+    assert not path.exists() and not previous(path).exists()
+
+
+def test_an_error_inside_training_saves_the_last_good_epoch_first(tmp_path, npz_path):
+    cfg = tiny_cfg(npz_path, **{**STATEFUL, "train.state_every_s": 3600})  # no periodic save: only the error's
+    split = load_split(cfg.data)
+    saved = []
+
+    def fail_in_epoch_3(epoch, *rest):
+        if epoch == 3:
+            raise RuntimeError("a fault inside training")
+
+    with pytest.raises(RuntimeError, match="a fault inside training"):
+        fit(cfg, split, progress=False, on_epoch=fail_in_epoch_3, on_state=saved.append)
+    assert [s["epoch"] for s in saved] == [2]  # epoch 3's metrics were not handed on: the state holds 2

@@ -32,7 +32,7 @@ from ssgan.config import Config, replace, to_dict
 from ssgan.data.splits import draw_labeled, load_split
 from ssgan.tracking.ensemble import run_ensemble
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.training.resume import exclusive, load_state
+from ssgan.training.resume import exclusive, load_state, previous, remove_state
 from ssgan.tracking.run import new_run, run_training, run_training_seeds
 from ssgan.tracking.logger import run_name
 from ssgan.tracking.store import use_store
@@ -222,7 +222,7 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
             _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
             log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
             if state_path is not None:  # a watchdog stop is final, not resumed
-                state_path.unlink(missing_ok=True)
+                remove_state(state_path)
             continue
         client.set_tag(run_id, "outcome", "finished")
         if resumed and "failure_reason" in client.get_run(run_id).data.tags:  # the interruption it recovered from
@@ -234,7 +234,7 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
 def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
     """The MLflow runs (one per seed) a saved training state continues, or None (no state, or one that
     cannot be used: it is removed and the runs start afresh)."""
-    if not state_path.is_file():
+    if not state_path.is_file() and not previous(state_path).is_file():
         return None
     try:
         state = load_state(state_path)
@@ -247,7 +247,7 @@ def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
                  ", ".join(run_ids))
         return run_ids
     log.warning("%s: starting afresh, the saved training state is unusable: %s", what, reason)
-    state_path.unlink()
+    remove_state(state_path)
     return None
 
 

@@ -33,7 +33,8 @@ from ssgan.serving.pyfunc import register as register_model
 from ssgan.tracking.logger import RunLogger, log_evaluation, run_name
 from ssgan.tracking.store import resolve_uri, use_store
 from ssgan.training.jobs import Job, OneRun, SeedsAtOnce, Trained
-from ssgan.training.resume import STATE_FILE, check_state, describe, exclusive, load_state, save_state
+from ssgan.training.resume import (STATE_FILE, check_state, describe, exclusive, load_state, remove_state,
+                                   save_state)
 from ssgan.training.step import resolve_device
 
 log = logging.getLogger("ssgan")
@@ -197,7 +198,7 @@ def saved_state(state_path: Optional[Path], resume: bool) -> Optional[dict[str, 
 def end_state(state_path: Optional[Path], stop_reason: str) -> None:
     """A completed run's state is removed; an unfinished one's is kept, and said how to continue."""
     if state_path is not None and stop_reason == "completed":
-        state_path.unlink(missing_ok=True)
+        remove_state(state_path)
     elif state_path is not None and stop_reason == "interrupted":
         log.warning("to continue this run: the same command with --resume (state in %s)", state_path)
     elif state_path is not None:  # the watchdog: continuing would most likely stop again

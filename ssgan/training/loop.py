@@ -115,6 +115,9 @@ class EpochLoop:
         except KeyboardInterrupt:
             self.stop_reason, self.stop_message = "interrupted", "interrupted by the user"
             log.warning("interrupted: %s", interrupted_message(self.epochs_done, self.keeper.good["epoch"]))
+        except Exception:  # a fault: the last good epoch's state is saved before the error goes on
+            self.keeper.save_on_error()
+            raise
         return self.keeper.stop(self.stop_reason)
 
     def cuda_graph(self) -> str:

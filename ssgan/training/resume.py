@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import signal
 import time
@@ -26,6 +27,8 @@ import torch
 
 from ssgan.config import Config, flatten
 from ssgan.errors import ConfigError, SSGANError
+
+log = logging.getLogger("ssgan")
 
 STATE_FILE = "train_state.pt"
 FORMAT = 1
@@ -102,6 +105,7 @@ class Keeper:
         self.spent = resume["seconds"] if resume is not None else 0.0  # training seconds before this call
         self.good = capture(parts, epochs_done, history, self.spent)
         self.start = self.saved_at = time.perf_counter()
+        self.handed: Optional[int] = None  # the epoch of the state last handed to on_state by this process
 
     def seconds(self) -> float:
         """Training seconds so far, over every part of a resumed run."""
@@ -112,8 +116,24 @@ class Keeper:
         not): keep its state, and hand it on every `train.state_every_s` seconds (not after the last)."""
         self.good = capture(self.parts, epoch, history, self.seconds())
         if self.on_state and epoch < self.epochs and time.perf_counter() - self.saved_at >= self.every_s:
-            self.on_state(self.good)
+            self.hand_on()
             self.saved_at = time.perf_counter()
+
+    def hand_on(self) -> None:
+        """`on_state(the last good state)`, unless this process handed on that epoch's state already (a second
+        copy would push the state before it out of `save_state`'s two)."""
+        if self.on_state and self.handed != self.good["epoch"]:
+            self.on_state(self.good)
+            self.handed = self.good["epoch"]
+
+    def save_on_error(self) -> None:
+        """An exception ends training: hand on the last good epoch's state, so that --resume can go on from it.
+        A failure to save (the fault may be a full disk) is logged; the first error is the one reported."""
+        if self.on_state and self.good["epoch"] > 0:
+            try:
+                self.hand_on()
+            except Exception as e:  # noqa: BLE001
+                log.warning("could not save the training state after the error: %s", e)
 
     def stop(self, reason: str) -> bool:
         """After the loop: a watchdog stop rolls back to the last good epoch (returns True); any early stop
@@ -121,8 +141,8 @@ class Keeper:
         rolled_back = reason not in ("completed", "interrupted")
         if rolled_back:
             restore(self.parts, self.good)
-        if self.on_state and reason != "completed":
-            self.on_state(self.good)
+        if reason != "completed":
+            self.hand_on()
         return rolled_back
 
 
@@ -158,19 +178,57 @@ def check_state(state: dict[str, Any], cfg: Config, split_hash: str, device: tor
 
 
 def save_state(path: str | Path, state: dict[str, Any], cfg: Config, split_hash: str, **extra: Any) -> None:
-    """Write atomically (a crash mid-write leaves the previous state), with what `check_state` checks."""
+    """Write atomically (a crash mid-write leaves the previous state), with what `check_state` checks. The
+    state before is kept beside it (`previous(path)`): a latest state that turns out unreadable falls back
+    to it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({**state, "config": _fingerprint(cfg), "split_hash": split_hash, **extra}, tmp)
+    try:
+        torch.save({**state, "config": _fingerprint(cfg), "split_hash": split_hash, **extra}, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
+    if path.exists():
+        os.replace(path, previous(path))
     os.replace(tmp, path)
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
+def previous(path: str | Path) -> Path:
+    """Where the state before the latest is kept: train_state.pt -> train_state.prev.pt."""
     path = Path(path)
-    if not path.is_file():
+    return path.with_suffix(".prev" + path.suffix)
+
+
+def remove_state(path: Optional[str | Path]) -> None:
+    """Remove a run's saved states, the latest and the one before (a completed run needs neither)."""
+    if path is not None:
+        for p in (Path(path), previous(path)):
+            p.unlink(missing_ok=True)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """The latest saved state; when it is missing or unreadable (a crash between two writes, a truncated file),
+    the one before it, with a warning."""
+    path = Path(path)
+    prev = previous(path)
+    if not path.is_file() and not prev.is_file():
         raise SSGANError(f"no training state at {path}: nothing to resume (`ssgan train --out DIR` writes it while "
                          "training and removes it when the run completes); drop --resume to start a new run")
+    try:
+        return _read_state(path)
+    except SSGANError as e:
+        if not prev.is_file():
+            raise
+        state = _read_state(prev)
+        log.warning("%s; continuing from the state before it (%s, epoch %d)", str(e).split(";")[0], prev,
+                    state["epoch"])
+        return state
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SSGANError(f"no training state at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a damaged or foreign file
@@ -185,7 +243,7 @@ def describe(path: str | Path) -> Optional[str]:
     """'run R at epoch E of N' (or 'runs R1, R2 ...' for seeds trained at once) for an existing state file,
     else None."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not previous(path).is_file():
         return None
     state = load_state(path)
     runs = state.get("run_ids") or [state.get("run_id")]
