@@ -5,6 +5,7 @@ with artifacts in `mlartifacts/` beside the database file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.request
@@ -51,10 +52,17 @@ def use_store(cfg: Config) -> str:
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    with store_lock(uri):  # the first access creates and migrates a new store: one process at a time
+        return _experiment(uri, cfg.tracking.experiment)
+
+
+def _experiment(uri: str, name: str) -> str:
+    import mlflow
+
     try:
-        experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root_for(uri),
+            experiment_id = mlflow.create_experiment(name, artifact_location=artifact_root_for(uri),
                                                      tags={EXPERIMENT_KIND: MODEL_TRAINING})
         else:
             experiment_id = experiment.experiment_id
@@ -63,3 +71,27 @@ def use_store(cfg: Config) -> str:
         return experiment_id
     except mlflow.exceptions.MlflowException as e:
         raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive lock on a SQLite store's folder while a process first opens the store: MLflow creates
+    the tables and runs the migrations of a new store file on first access, and two processes doing that at
+    once fail ("table experiments already exists"), as do two creating the same experiment. The lock is the
+    operating system's (flock on the folder itself: no lock file is left behind); other stores need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        yield
+        return
+    folder = Path(uri[len("sqlite:///"):]).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
