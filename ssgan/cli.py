@@ -14,7 +14,7 @@ from typing import Optional
 import click
 
 from ssgan.config import load_config
-from ssgan.errors import SSGANError
+from ssgan.errors import SSGANError, disk_full
 
 
 # Exit statuses: 0 done; 2 bad input or a fault, said in one line; 3 the watchdog stopped training (or a
@@ -34,10 +34,27 @@ class _Group(click.Group):
             click.echo(f"error: {e}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except OSError as e:  # e.g. the disk filled up while writing a summary
+            if e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename is None:
+                click.echo(f"error: the disk is full ({e.strerror}); free space or choose another --out", err=True)
+                ctx.exit(EXIT_BAD_INPUT)
             if e.filename is None or e.errno == errno.EPIPE:
                 raise
-            click.echo(f"error: {e.filename!r}: {e.strerror or e}", err=True)
+            full = disk_full(e.filename, e)
+            click.echo(f"error: {full or f'{e.filename!r}: {e.strerror or e}'}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+        except Exception as e:
+            if type(e).__name__ != "MlflowException":  # the store failed a request (MLflow imported by then)
+                raise
+            from ssgan.tracking.store import store_failure
+
+            click.echo(f"error: the MLflow store ({mlflow_uri()}) failed: {store_failure(e)}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+def mlflow_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
 
 
 def _out_folder(out: Optional[str], holds_file: bool = False) -> None:
@@ -69,6 +86,8 @@ def cli(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow logs a failed SQL request with its traceback before raising it; ssgan reports it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded JSON file
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its loggers' level when first imported
 

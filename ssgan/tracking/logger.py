@@ -3,10 +3,11 @@ checkpoint, the test evaluation (metrics, confusion matrix, classification repor
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ import torch
 from ssgan.config import Config, flatten, to_dict
 from ssgan.evaluation.figures import confused_examples_figure, confusion_figure, sample_grid
 from ssgan.evaluation.metrics import Evaluation
+from ssgan.tracking.store import store_failure
+
+log = logging.getLogger("ssgan")
 
 
 class RunLogger:
@@ -35,6 +39,17 @@ class RunLogger:
             self.set_tags({"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels)})
             self.client.log_dict(run_id, to_dict(cfg), "config.yaml")
         self._fixed_z: Optional[torch.Tensor] = None
+        self.failed_uploads: list[str] = []  # artifacts the store did not take (a full disk, say): warned, counted
+
+    def artifact(self, what: str, upload: Callable[[], Any]) -> Any:
+        """`upload()`, an artifact upload; its failure is a warning line and a count in the summary, not the
+        end of training. Returns what `upload` returns, or None when it failed."""
+        try:
+            return upload()
+        except Exception as e:  # noqa: BLE001 -- OSError, MlflowException: the store did not take it
+            self.failed_uploads.append(what)
+            log.warning("could not record %s in MLflow (%s); training goes on", what, store_failure(e))
+            return None
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -57,7 +72,8 @@ class RunLogger:
         if generator is not None and self.samples_due(epoch):
             grid = self.sample_grid(generator)
             if grid is not None:
-                self.client.log_image(self.run_id, grid, key="samples", step=epoch)
+                self.artifact(f"the sample grid of epoch {epoch}",
+                              lambda: self.client.log_image(self.run_id, grid, key="samples", step=epoch))
 
     def sample_grid(self, generator: torch.nn.Module, n: int = 100) -> Optional[np.ndarray]:
         """Grid of samples from a fixed noise batch (one row per class for a conditional G)."""
@@ -70,10 +86,13 @@ class RunLogger:
         return sample_grid(generator, self._fixed_z, classes, self.cfg.data.scale, nrow=rows)
 
     def log_checkpoint(self, state: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "checkpoint.pt"
-            torch.save(state, path)
-            self.client.log_artifact(self.run_id, str(path))
+        def upload() -> None:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "checkpoint.pt"
+                torch.save(state, path)
+                self.client.log_artifact(self.run_id, str(path))
+
+        self.artifact("the checkpoint", upload)
 
     def finish(self, summary: dict[str, Any], stop_reason: str) -> None:
         self.client.set_tag(self.run_id, "stop_reason", stop_reason)
@@ -93,14 +112,16 @@ def run_name(method: str, num_labels: Optional[int], split_seed: int, budget: Op
 
 
 def log_evaluation(ev: Evaluation, step: int, x_test: Optional[torch.Tensor] = None,
-                   y_test: Optional[torch.Tensor] = None, scale: str = "tanh") -> None:
+                   y_test: Optional[torch.Tensor] = None, scale: str = "tanh", metrics: bool = True) -> None:
     """Final test metrics at the last epoch's step, so they are the run's latest values in MLflow;
     the confusion matrix (PNG and JSON), the classification report and, for images given `x_test` and
-    `y_test`, the test images behind the largest confusions. Inside an active run."""
+    `y_test`, the test images behind the largest confusions. Inside an active run. `metrics=False`: the
+    metrics are logged already."""
     import matplotlib.pyplot as plt
     import mlflow
 
-    mlflow.log_metrics(ev.metrics(), step=step)
+    if metrics:
+        mlflow.log_metrics(ev.metrics(), step=step)
     fig = confusion_figure(ev.confusion, ev.class_names, f"test accuracy {ev.accuracy:.4f}")
     mlflow.log_figure(fig, "confusion_matrix.png")
     plt.close(fig)

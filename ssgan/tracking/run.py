@@ -31,7 +31,7 @@ from ssgan.serving.checkpoint import make_checkpoint
 from ssgan.serving.pyfunc import log_pyfunc
 from ssgan.serving.pyfunc import register as register_model
 from ssgan.tracking.logger import RunLogger, log_evaluation, run_name
-from ssgan.tracking.store import resolve_uri, use_store
+from ssgan.tracking.store import resolve_uri, store_failure, use_store
 from ssgan.training.jobs import Job, OneRun, SeedsAtOnce, Trained
 from ssgan.training.resume import (STATE_FILE, check_state, describe, exclusive, load_state, remove_state,
                                    save_state)
@@ -78,7 +78,10 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
             trained = job.train(state, save if state_path is not None else None, on_epoch, progress)
         except BaseException as e:
             for r in run_ids:
-                client.set_terminated(r, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+                try:
+                    client.set_terminated(r, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+                except Exception as store_error:  # noqa: BLE001 -- the store may be what failed (a full disk)
+                    log.warning("could not mark run %s as failed in MLflow: %s", r, store_failure(store_error))
             raise
         summaries = []
         for i, (run_id, logger, t) in enumerate(zip(run_ids, loggers, trained)):
@@ -126,7 +129,9 @@ def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, tra
     import mlflow
 
     ev = evaluate(trained.classifier, split.x_test, split.y_test, split.class_names)
-    log_evaluation(ev, step=trained.epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale)
+    mlflow.log_metrics(ev.metrics(), step=trained.epochs_done)
+    logger.artifact("the confusion matrix and classification report", lambda: log_evaluation(
+        ev, step=trained.epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale, metrics=False))
     mlflow.log_metric("train_seconds", round(trained.seconds, 3), step=trained.epochs_done)
     if trained.metrics:
         mlflow.log_metrics(trained.metrics, step=trained.epochs_done)
@@ -136,9 +141,11 @@ def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, tra
     if cfg.tracking.log_model:
         state = make_checkpoint(cfg, split, trained.classifier, trained.generator)
         logger.log_checkpoint(state)
-        model_uri = log_pyfunc(state, split.x_test)
-        if register and trained.stop_reason == "completed":
+        model_uri = logger.artifact("the model", lambda: log_pyfunc(state, split.x_test))
+        if register and model_uri and trained.stop_reason == "completed":
             registered = register_model(model_uri, register, alias)
+        elif register and not model_uri:
+            log.warning("model not registered as %r: its upload failed", register)
         elif register:  # a partial model does not take the alias from the model it would replace
             log.warning("model not registered as %r: the run stopped early (%s)%s", register, trained.stop_reason,
                         "; --resume completes and registers it" if trained.stop_reason == "interrupted" else "")
@@ -162,6 +169,7 @@ def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, tra
         "wall_clock_seconds": round(trained.seconds, 3),
         "device": str(resolve_device(cfg.train.device)),
         "hardware": hardware(),
+        "failed_uploads": list(logger.failed_uploads),  # artifacts the store did not take (warned)
         **ev.metrics(),
         **trained.summary,
     }

@@ -95,3 +95,14 @@ def store_lock(uri: str):
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def store_failure(error: BaseException) -> str:
+    """A failed store request in a few words: "the disk is full", or the first line of MLflow's message that
+    says something (not SQLAlchemy's notes on autoflush, the SQL, its parameters or a link)."""
+    text = " ".join(str(error).split())
+    if "disk is full" in text or "No space left" in text:
+        return "the disk is full"
+    lines = [ln.strip() for ln in str(error).splitlines()
+             if ln.strip() and not ln.strip().startswith(("[", "(Background", "(raised as a result"))]
+    return (lines or [type(error).__name__])[0][:200]

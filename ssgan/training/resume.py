@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ssgan.config import Config, flatten
-from ssgan.errors import ConfigError, SSGANError
+from ssgan.errors import ConfigError, SSGANError, disk_full
 
 log = logging.getLogger("ssgan")
 
@@ -123,8 +123,8 @@ class Keeper:
         """`on_state(the last good state)`, unless this process handed on that epoch's state already (a second
         copy would push the state before it out of `save_state`'s two)."""
         if self.on_state and self.handed != self.good["epoch"]:
+            self.handed = self.good["epoch"]  # tried: a save that failed (a full disk) is not tried again
             self.on_state(self.good)
-            self.handed = self.good["epoch"]
 
     def save_on_error(self) -> None:
         """An exception ends training: hand on the last good epoch's state, so that --resume can go on from it.
@@ -186,8 +186,11 @@ def save_state(path: str | Path, state: dict[str, Any], cfg: Config, split_hash:
     tmp = path.with_suffix(".tmp")
     try:
         torch.save({**state, "config": _fingerprint(cfg), "split_hash": split_hash, **extra}, tmp)
-    except BaseException:
+    except BaseException as e:
+        full = disk_full(path, e) if isinstance(e, Exception) else None  # judged before the partial file goes
         tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        if full is not None:
+            raise full from None
         raise
     if path.exists():
         os.replace(path, previous(path))
@@ -290,9 +293,12 @@ def exclusive(path: Optional[str | Path], what: str = "training state", other: s
             holder = f.read().strip() or "another process"
             raise SSGANError(f"the {what} {path} is in use by {holder}; wait for it to stop (or stop it), or use "
                              f"{other}") from None
-        f.truncate(0)
-        f.write(f"process {os.getpid()}")
-        f.flush()
+        try:  # who holds it, for the message above; a full disk leaves it unsaid
+            f.truncate(0)
+            f.write(f"process {os.getpid()}")
+            f.flush()
+        except OSError:
+            pass
         try:
             yield
         finally:
