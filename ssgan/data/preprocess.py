@@ -12,7 +12,7 @@ applies exactly the training-time transform.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -33,10 +33,13 @@ class Standardize:
         return cls(tuple(float(v) for v in mean), tuple(float(v) for v in std), scale, clip)
 
     def __call__(self, x: np.ndarray) -> torch.Tensor:
-        z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
-        unit = np.clip(z, -self.clip, self.clip) / self.clip  # [-1, 1]
-        out = unit if self.scale == "tanh" else (unit + 1.0) / 2.0
-        return torch.as_tensor(np.ascontiguousarray(out), dtype=torch.float32)
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+
+        def scaled(rows: np.ndarray) -> np.ndarray:  # float64 arithmetic, a block of rows at a time
+            unit = np.clip((np.asarray(rows, dtype=np.float64) - mean) / std, -self.clip, self.clip) / self.clip
+            return unit if self.scale == "tanh" else (unit + 1.0) / 2.0
+
+        return by_rows(x, scaled)
 
     def inverse(self, x: torch.Tensor) -> np.ndarray:
         """Raw values of network inputs (exact where nothing was clipped)."""
@@ -63,9 +66,12 @@ class MinMax:
     def __call__(self, x: np.ndarray) -> torch.Tensor:
         lo, hi = np.asarray(self.lo, dtype=np.float32), np.asarray(self.hi, dtype=np.float32)
         span = np.where(hi - lo > 0, hi - lo, np.float32(1.0))  # float32 throughout: no float64 copy of a dataset
-        unit = np.clip((np.asarray(x, dtype=np.float32) - lo) / span, 0.0, 1.0)
-        out = unit * 2.0 - 1.0 if self.scale == "tanh" else unit
-        return torch.as_tensor(np.ascontiguousarray(out), dtype=torch.float32)
+
+        def scaled(rows: np.ndarray) -> np.ndarray:
+            unit = np.clip((np.asarray(rows, dtype=np.float32) - lo) / span, 0.0, 1.0)
+            return unit * 2.0 - 1.0 if self.scale == "tanh" else unit
+
+        return by_rows(x, scaled)
 
     def inverse(self, x: torch.Tensor) -> np.ndarray:
         unit = x.numpy().astype(np.float64)
@@ -78,6 +84,16 @@ class MinMax:
 
 
 Preprocessor = Union[Standardize, MinMax]
+
+
+def by_rows(x: np.ndarray, scaled: Callable[[np.ndarray], np.ndarray], rows: int = 1 << 13) -> torch.Tensor:
+    """`scaled(x)` as one float32 tensor, computed a block of rows at a time: the temporaries of the arithmetic
+    are the size of a block, not of the dataset, so the peak stays near the input plus the output."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=np.float32)
+    for i in range(0, len(x), rows):
+        out[i : i + rows] = scaled(x[i : i + rows])
+    return torch.from_numpy(out)
 
 
 def fit_for(x: np.ndarray, scale: str, pixel_range: Optional[tuple[float, float]] = None) -> Preprocessor:

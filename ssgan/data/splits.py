@@ -172,20 +172,16 @@ def _load_npz(cfg: DataConfig):
 
 def _load_table(cfg: DataConfig):
     """csv / parquet: label column + feature columns; a separate labeled test file when data.test_path is set."""
-    from ssgan.data.tables import encode_labels, read_table, table_features, table_labels
+    from ssgan.data.tables import encode_labels, load_table
 
     path = _existing_path(cfg)
-    df = read_table(path)
-    raw = table_labels(df, path, cfg.label_column)
-    x, names = table_features(df, path, cfg.label_column, cfg.feature_columns)
+    x, names, raw = load_table(path, cfg.label_column, cfg.feature_columns)
     x_test = raw_test = None
     if cfg.test_path:
         test_path = Path(cfg.test_path)
         if not test_path.is_file():
             raise DataError(f"data.test_path {str(test_path)!r} does not exist")
-        df_test = read_table(test_path)
-        raw_test = table_labels(df_test, test_path, cfg.label_column)
-        x_test, _ = table_features(df_test, test_path, cfg.label_column, names)
+        x_test, _, raw_test = load_table(test_path, cfg.label_column, names)
     y, y_test, classes = encode_labels(raw, path, raw_test)
     if x_test is None:
         x, y, x_test, y_test = _hold_out_test(x, y, cfg, path)
