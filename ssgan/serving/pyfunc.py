@@ -9,6 +9,7 @@ features) and returns a DataFrame: `predicted` (class name) and `p_<class>` per 
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -51,7 +52,7 @@ def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor) -> str:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"checkpoint": str(path)},
-            code_paths=[str(Path(ssgan.__file__).parent)],
+            code_paths=[str(served_code(Path(d)))],
             signature=infer_signature(example, predictor.predict_frame(example)), input_example=example,
             metadata={"class_names": list(predictor.class_names)},
             # stated, not inferred: MLflow's inference reloads the model in a subprocess (seconds)
@@ -60,6 +61,23 @@ def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor) -> str:
         )
     retire_earlier_models(mlflow.active_run().info.run_id, info.model_id)
     return info.model_uri
+
+
+SERVED = ("__init__.py", "config.py", "errors.py", "data", "nets", "evaluation", "serving")
+
+
+def served_code(dest: Path) -> Path:
+    """A copy of the part of the ssgan package that a served model imports (the layers below tracking, less
+    training: tests/test_architecture.py checks a served model loads no training code), without bytecode
+    caches: what the pyfunc carries as `code_paths`, a few dozen small files rather than the whole package."""
+    src, pkg = Path(ssgan.__file__).parent, dest / "ssgan"
+    pkg.mkdir()
+    for name in SERVED:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, pkg / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src / name, pkg / name)
+    return pkg
 
 
 def retire_earlier_models(run_id: str, current: str) -> list[str]:

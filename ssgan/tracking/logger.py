@@ -24,19 +24,24 @@ class RunLogger:
     """Records into one MLflow run by id (MlflowClient), so several runs can be recorded at once (seeds
     trained together) and no active run is needed while training."""
 
-    def __init__(self, run_id: str, cfg: Config, split_hash: str, num_labels: int, log_config: bool = True):
+    def __init__(self, run_id: str, cfg: Config, split_hash: str, num_labels: int, log_config: bool = True,
+                 tags: Optional[dict[str, str]] = None):
         """`log_config=False`: a resumed run, whose params are recorded already (MLflow keeps a param's
-        first value; tracking settings may differ on resume)."""
+        first value; tracking settings may differ on resume). `tags`: further tags, sent with the params (one
+        request where the store is far away)."""
         import mlflow
+        from mlflow.entities import Param, RunTag
 
         self.client, self.run_id, self.cfg = mlflow.MlflowClient(), run_id, cfg
+        tags = dict(tags or {})
+        params = []
         if log_config:
-            from mlflow.entities import Param
-
             params = [Param(k, param_value(v)) for k, v in flatten(cfg).items()]
-            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-                self.client.log_batch(run_id, params=params[i : i + 100])
-            self.set_tags({"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels)})
+            tags = {"mode": cfg.mode, **split_tags(cfg, split_hash, num_labels), **tags}
+        run_tags = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, max(len(params), len(run_tags)), 100):  # MLflow takes at most 100 of each per batch
+            self.client.log_batch(run_id, params=params[i : i + 100], tags=run_tags[i : i + 100])
+        if log_config:
             self.client.log_dict(run_id, to_dict(cfg), "config.yaml")
         self._fixed_z: Optional[torch.Tensor] = None
         self.failed_uploads: list[str] = []  # artifacts the store did not take (a full disk, say): warned, counted

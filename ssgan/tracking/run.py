@@ -58,12 +58,12 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
             run_ids = state.get("run_ids") or ([state["run_id"]] if state.get("run_id") else run_ids)
         experiment_id = use_store(job.cfg)
         client = mlflow.MlflowClient()
+        given = run_ids is not None  # a comparison's or a saved state's runs: their params may be there already
         run_ids = run_ids or [new_run(experiment_id, name_of(job, i), nested) for i in range(len(job.cfgs))]
-        loggers = [RunLogger(r, c, s.split_hash, len(s.labeled_idx), log_config=not existing_run(r).data.params)
-                   for r, c, s in zip(run_ids, job.cfgs, job.splits)]
-        for i, logger in enumerate(loggers):
-            resumed = {"resumed_after_epoch": str(state["epoch"])} if state is not None else {}
-            logger.set_tags({**(tags or {}), **job.tags(i), **resumed})
+        resumed = {"resumed_after_epoch": str(state["epoch"])} if state is not None else {}
+        loggers = [RunLogger(r, c, s.split_hash, len(s.labeled_idx), tags={**(tags or {}), **job.tags(i), **resumed},
+                             log_config=not (given and existing_run(r).data.params))
+                   for i, (r, c, s) in enumerate(zip(run_ids, job.cfgs, job.splits))]
         logged = [logged_epochs(r, job.progress_metric) if state is not None else set() for r in run_ids]
 
         def on_epoch(i: int, epoch: int, metrics: dict[str, float], generator: Callable[[], Optional[nn.Module]]):
