@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ssgan.config import load_config, to_dict  # noqa: E402
-from ssgan.training.resume import describe, exclusive, load_state, remove_state, save_state, stop_on_sigterm  # noqa: E402
+from ssgan.training.resume import exclusive, has_state, load_state, remove_state, save_state, stop_on_sigterm  # noqa: E402
 from ssgan.training.seeds import member_seeds  # noqa: E402
 from ssgan.evaluation.metrics import evaluate  # noqa: E402
 from ssgan.training.jobs import OneRun, SeedsAtOnce  # noqa: E402
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
     names = [f"{stem}-seed{s}-init{i}" if by_init else f"{stem}-seed{s}" for s, i in runs]
     steps, _ = check_plan(cfg, splits[0])
     state_path = Path(args.state) if args.state else None
-    state = load_state(state_path) if state_path and describe(state_path) else None
+    state = load_state(state_path) if state_path and has_state(state_path) else None
     saved_epoch = state["epoch"] if state is not None else 0
 
     def save(s: dict) -> None:

@@ -32,7 +32,7 @@ from ssgan.config import Config, replace, to_dict
 from ssgan.data.splits import draw_labeled, load_split
 from ssgan.tracking.ensemble import run_ensemble
 from ssgan.errors import ConfigError, SSGANError
-from ssgan.training.resume import exclusive, load_state, previous, remove_state
+from ssgan.training.resume import exclusive, has_state, load_state, remove_state
 from ssgan.tracking.run import new_run, run_training, run_training_seeds
 from ssgan.tracking.logger import run_name
 from ssgan.tracking.store import use_store
@@ -234,7 +234,7 @@ def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment
 def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
     """The MLflow runs (one per seed) a saved training state continues, or None (no state, or one that
     cannot be used: it is removed and the runs start afresh)."""
-    if not state_path.is_file() and not previous(state_path).is_file():
+    if not has_state(state_path):
         return None
     try:
         state = load_state(state_path)

@@ -39,7 +39,7 @@ def stopped_members(result: SeedsResult, seeds: list[int]) -> dict[int, str]:
 
 
 class EnsembleJob(Job):
-    """`members` ssgan runs of the split `cfg.data` draws, recorded in one MLflow run as `OneRun` records one
+    """`members` ssgan runs of the split `cfg.data` draws, recorded in one MLflow run as a single run (`ssgan.training.jobs.OneRun`) records one
     network: the ensemble's test metrics, confusion matrix and model, plus each member's test accuracy
     (`member<m>_test_accuracy`) and every epoch's mean member accuracy. A member the watchdog stops while
     the others train on is left out of the average (tag `members_stopped`, summary `members_averaged`)."""

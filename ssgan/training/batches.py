@@ -23,6 +23,11 @@ class BatchSource:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def index_device(self) -> Optional[torch.device]:
+        """Where batch indices are drawn: beside resident data (no copy per step), else on the host (None)."""
+        return self.device if self.resident else None
+
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Examples and labels at `idx` (a CPU index tensor, or one on the device for resident data),
         on the training device."""
@@ -90,3 +95,13 @@ class IndexStream:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.gen.set_state(state["gen"])
         self.buf = state["buf"].to(self.buf.device)
+
+
+def index_streams(n_labeled: int, data: BatchSource, batch_size: int, seed: int) -> list[IndexStream]:
+    """A run's three batch streams for training seed `seed`: labeled examples (generator `seed`: the same labeled
+    batches in both modes), and two independent passes over the unlabeled pool for D's and G's batches
+    (`seed + 1`, `seed + 2`), each seeing every example once per epoch. On a GPU the indices move 65,536 at a time."""
+    device = data.index_device
+    chunk = 1 << 16 if device is not None and device.type != "cpu" else 0
+    return [IndexStream(n, batch_size, torch.Generator().manual_seed(seed + k), device, chunk)
+            for k, n in enumerate((n_labeled, len(data), len(data)))]

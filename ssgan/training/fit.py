@@ -12,7 +12,7 @@ from torch import nn
 from ssgan.config import Config
 from ssgan.data.splits import Split
 from ssgan.nets.monitor import collapse_metrics
-from ssgan.training.batches import BatchSource, IndexStream
+from ssgan.training.batches import BatchSource, index_streams
 from ssgan.training.ema import EMA, ema_metric
 from ssgan.training.loop import EpochLoop, fmt
 from ssgan.training.resume import Keeper, Parts
@@ -50,7 +50,7 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     every `train.state_every_s` seconds and when training stops early; `resume=state` continues such a
     run after its last epoch, and it ends as the uninterrupted run would.
     """
-    run = OneRun(cfg, split, on_epoch, resume, on_state)
+    run = SingleLoop(cfg, split, on_epoch, resume, on_state)
     if run.run(progress):
         log.warning("watchdog stopped training after %d good epoch(s): %s", run.epochs_done, run.stop_message)
     result = run.result
@@ -62,7 +62,7 @@ def fit(cfg: Config, split: Split, on_epoch: Optional[EpochCallback] = None, pro
     return result
 
 
-class OneRun(EpochLoop):
+class SingleLoop(EpochLoop):
     """One network (D, and G in ssgan mode) on one split."""
 
     def __init__(self, cfg: Config, split: Split, on_epoch: Optional[EpochCallback], resume: Optional[dict[str, Any]],
@@ -78,20 +78,12 @@ class OneRun(EpochLoop):
         ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
         self.evaluated = ema.model if ema else nets.D
         self.compared = [EMA(nets.D, d) for d in t.ema_compare]  # further averages, evaluated only (train.ema_compare)
-        index_device = data.device if data.resident else None  # batches drawn by index where the data live
+        index_device = data.index_device  # batches drawn by index where the data live
         self.idx_lb = split.labeled_idx.to(index_device) if index_device else split.labeled_idx
-        chunk = 1 << 16 if index_device is not None and index_device.type != "cpu" else 0  # indices moved at once
         self.x_test, self.y_test = ((split.x_test.to(device), split.y_test.to(device)) if data.resident
                                     else (split.x_test, split.y_test))
         steps, total = check_plan(cfg, split)
-        # the same labeled batches in both modes
-        self.lb_stream = IndexStream(len(self.idx_lb), t.batch_size, torch.Generator().manual_seed(t.seed),
-                                     index_device, chunk)
-        # D's and G's unlabeled batches come from two independent passes: each sees every example once per epoch
-        self.ulb_stream = IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 1),
-                                      index_device, chunk)
-        self.ulb2_stream = IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(t.seed + 2),
-                                       index_device, chunk)
+        self.lb_stream, self.ulb_stream, self.ulb2_stream = index_streams(len(self.idx_lb), data, t.batch_size, t.seed)
         self.x_probe = x_probe[:256]
         self.z_probe = torch.rand(256, cfg.model.noise_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
         self.c_probe = torch.arange(256, device=device) % split.num_classes  # every class equally, for a conditional G

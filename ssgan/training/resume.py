@@ -203,6 +203,11 @@ def previous(path: str | Path) -> Path:
     return path.with_suffix(".prev" + path.suffix)
 
 
+def has_state(path: str | Path) -> bool:
+    """Whether a state was saved at `path` (the latest, or the one before it)."""
+    return Path(path).is_file() or previous(path).is_file()
+
+
 def remove_state(path: Optional[str | Path]) -> None:
     """Remove a run's saved states, the latest and the one before (a completed run needs neither)."""
     if path is not None:
@@ -215,7 +220,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
     the one before it, with a warning."""
     path = Path(path)
     prev = previous(path)
-    if not path.is_file() and not prev.is_file():
+    if not has_state(path):
         raise SSGANError(f"no training state at {path}: nothing to resume (`ssgan train --out DIR` writes it while "
                          "training and removes it when the run completes); drop --resume to start a new run")
     try:
@@ -245,8 +250,7 @@ def _read_state(path: Path) -> dict[str, Any]:
 def describe(path: str | Path) -> Optional[str]:
     """'run R at epoch E of N' (or 'runs R1, R2 ...' for seeds trained at once) for an existing state file,
     else None."""
-    path = Path(path)
-    if not path.is_file() and not previous(path).is_file():
+    if not has_state(path):
         return None
     state = load_state(path)
     runs = state.get("run_ids") or [state.get("run_id")]

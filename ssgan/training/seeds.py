@@ -34,7 +34,7 @@ from ssgan.errors import ConfigError
 from ssgan.nets.models import frozen
 from ssgan.training.resume import Keeper, Parts
 from ssgan.nets.monitor import collapse_metrics
-from ssgan.training.batches import BatchSource, IndexStream
+from ssgan.training.batches import BatchSource, index_streams
 from ssgan.training.ema import EMA, ema_metric
 from ssgan.training.loop import EpochLoop, fmt
 from ssgan.training.step import Nets, build_nets, check_plan, d_objective, g_objective, resolve_device, set_matmul_precision
@@ -205,7 +205,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     """Train `cfg` once per seed, all seeds at once; `splits[i]` is seed i's split (data.split_seed = seeds[i]).
     `on_epoch(epoch, metrics per seed, generators)` is called after every epoch (metrics None for a seed the
     watchdog has stopped). `on_state` and `resume`: as `fit`'s (ssgan/training/resume.py), for all seeds together."""
-    run = SeedsRun(cfg, splits, seeds, on_epoch, resume, on_state)
+    run = SeedsLoop(cfg, splits, seeds, on_epoch, resume, on_state)
     held, result = run.held, run.result
     stopped = dict(held.stopped)  # a rollback restores the last good epoch's record, which may know fewer
     if run.run(progress):
@@ -222,7 +222,7 @@ def fit_seeds(cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Opti
     return result
 
 
-class SeedsRun(EpochLoop):
+class SeedsLoop(EpochLoop):
     """S seeds' networks stacked into one (`StackedNets`), each seed with its own split, init and batches."""
 
     def __init__(self, cfg: Config, splits: list[Split], seeds: list[int], on_epoch: Optional[SeedsCallback],
@@ -232,8 +232,6 @@ class SeedsRun(EpochLoop):
         device = resolve_device(t.device)
         self.seeds, self.splits, self.on_epoch, K = list(seeds), splits, on_epoch, splits[0].num_classes
         self.data = data = BatchSource(splits[0].x_train, splits[0].y_train, device, t.data_on_device)  # shared pool
-        index_device = data.device if data.resident else None
-        chunk = 1 << 16 if index_device is not None and index_device.type != "cpu" else 0
         # each seed: its own init (as `fit` with train.seed = s), labeled set, batch order and collapse probes
         per_seed, self.lb_streams, self.ulb_streams, self.ulb2_streams, probes = [], [], [], [], []
         for s, split in zip(seeds, splits):
@@ -241,12 +239,10 @@ class SeedsRun(EpochLoop):
             init_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(s))[:500]
             x_init = data.inputs(init_idx)
             per_seed.append(build_nets(cfg, split.input_shape, K, device, x_init=x_init))
-            self.lb_streams.append(IndexStream(len(split.labeled_idx), t.batch_size, torch.Generator().manual_seed(s),
-                                               index_device, chunk))
-            self.ulb_streams.append(IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(s + 1),
-                                                index_device, chunk))
-            self.ulb2_streams.append(IndexStream(len(data), t.batch_size, torch.Generator().manual_seed(s + 2),
-                                                 index_device, chunk))
+            lb, ulb, ulb2 = index_streams(len(split.labeled_idx), data, t.batch_size, s)
+            self.lb_streams.append(lb)
+            self.ulb_streams.append(ulb)
+            self.ulb2_streams.append(ulb2)
             z = torch.rand(256, cfg.model.noise_dim, generator=torch.Generator().manual_seed(s)).to(device)
             probes.append((x_init[:256], z))  # what `fit` with train.seed = s monitors
         self.probes = probes
