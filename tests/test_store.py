@@ -20,3 +20,23 @@ def test_four_processes_at_once_on_a_new_sqlite_store_all_record_their_runs(tmp_
     runs = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name("at-once").experiment_id])
     assert sorted(r.data.tags["split_seed"] for r in runs) == ["0", "1", "2", "3"]
     assert [p.name for p in (tmp_path / "fresh").iterdir() if p.suffix == ".lock"] == []  # no lock file left
+
+
+def test_an_experiment_another_process_creates_between_lookup_and_create_is_used(tmp_path, monkeypatch):
+    """On a tracking server no file lock spans the machines: two processes may both see no experiment and both
+    create it. The second one's create fails with RESOURCE_ALREADY_EXISTS; it then uses the winner's."""
+    from ssgan.tracking.store import find_or_create_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    winner = mlflow.MlflowClient(uri).create_experiment("team")  # the other process got there first
+    lookups = []
+    real_lookup = mlflow.get_experiment_by_name
+
+    def lookup_before_the_other_process_created_it(name):
+        lookups.append(name)
+        return None if len(lookups) == 1 else real_lookup(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", lookup_before_the_other_process_created_it)
+    assert find_or_create_experiment(uri, "team") == winner
+    assert lookups == ["team", "team"]

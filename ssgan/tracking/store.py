@@ -53,21 +53,29 @@ def use_store(cfg: Config) -> str:
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # the first access creates and migrates a new store: one process at a time
-        return _experiment(uri, cfg.tracking.experiment)
+        return find_or_create_experiment(uri, cfg.tracking.experiment)
 
 
-def _experiment(uri: str, name: str) -> str:
+def find_or_create_experiment(uri: str, name: str) -> str:
+    """The id of experiment `name`, created (tagged as model training) when it does not exist yet."""
     import mlflow
 
     try:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
-            experiment_id = mlflow.create_experiment(name, artifact_location=artifact_root_for(uri),
-                                                     tags={EXPERIMENT_KIND: MODEL_TRAINING})
-        else:
-            experiment_id = experiment.experiment_id
-            if EXPERIMENT_KIND not in experiment.tags:  # a store made before the tag was set
-                mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+            try:
+                return mlflow.create_experiment(name, artifact_location=artifact_root_for(uri),
+                                                tags={EXPERIMENT_KIND: MODEL_TRAINING})
+            except mlflow.exceptions.MlflowException as e:
+                # another process (on another machine: no lock covers a server) created it in between
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = mlflow.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        experiment_id = experiment.experiment_id
+        if EXPERIMENT_KIND not in experiment.tags:  # a store made before the tag was set
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment_id
     except mlflow.exceptions.MlflowException as e:
         raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
