@@ -18,9 +18,10 @@ from ssgan.errors import SSGANError, disk_full
 
 
 # Exit statuses: 0 done; 2 bad input or a fault, said in one line; 3 the watchdog stopped training (or a
-# comparison's run failed); 130 interrupted (Ctrl-C or SIGTERM): the training state is saved and the same
-# command with --resume finishes the run.
-EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 2, 3, 130
+# comparison's run failed); 4 trained, but records are not in MLflow yet (its store did not answer): they
+# wait in OUT/mlflow-spool and `ssgan sync OUT` sends them; 130 interrupted (Ctrl-C or SIGTERM): the training
+# state is saved and the same command with --resume finishes the run.
+EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_NOT_IN_MLFLOW, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 class _Group(click.Group):
@@ -32,7 +33,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SSGANError as e:
             click.echo(f"error: {e}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(getattr(e, "exit_status", EXIT_BAD_INPUT))
         except OSError as e:  # e.g. the disk filled up while writing a summary
             if e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename is None:
                 click.echo(f"error: the disk is full ({e.strerror}); free space or choose another --out", err=True)
@@ -153,6 +154,8 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         sys.exit(EXIT_STOPPED)
     if any(s["stop_reason"] == "interrupted" for s in summaries):  # Ctrl-C or SIGTERM: the state is saved
         sys.exit(EXIT_INTERRUPTED)
+    if any("not_in_mlflow" in s for s in summaries):  # trained; said in one line what waits and how to send it
+        sys.exit(EXIT_NOT_IN_MLFLOW)
 
 
 def _seed_list(text: str) -> list[int]:
@@ -277,6 +280,33 @@ def predict(model_ref, input_path, out_path, tracking_uri) -> None:
     _out_folder(out_path, holds_file=True)
     mlflow.set_tracking_uri(resolve_uri(tracking_uri))
     click.echo(str(write_predictions(model_ref, input_path, out_path)))
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True))
+@click.option("--tracking-uri", help="Send to this store rather than the one the records were meant for (the same "
+                                     "store at a new address).")
+def sync(folder, tracking_uri) -> None:
+    """Send to MLflow what a training kept in FOLDER (its --out) while its store did not answer: metrics, tags,
+    files, the model, the run's end; in order, each once. Exit status 4 while the store is still away."""
+    from ssgan.tracking.spool import Outage, fail_fast_on_http, sync_folder, unsent
+
+    waiting = unsent(Path(folder))
+    if not waiting:
+        click.echo(f"nothing to send: no records in {folder} wait for MLflow")
+        return
+    fail_fast_on_http()
+    try:
+        sent, journals = sync_folder(Path(folder), tracking_uri)
+    except Outage as e:
+        left = unsent(Path(folder))
+        raise NotInMLflow(f"the MLflow store does not answer ({e}); {left} record(s) still wait in {folder}: "
+                          f"run `ssgan sync {folder}` again when it is back") from None
+    click.echo(f"{sent} record(s) of {journals} training(s) sent to MLflow")
+
+
+class NotInMLflow(SSGANError):
+    exit_status = EXIT_NOT_IN_MLFLOW
 
 
 def main() -> None:

@@ -141,6 +141,9 @@ class TrackingConfig:
     run_name: Optional[str] = None
     sample_every: int = 1  # log a grid of generated samples every N epochs (0 = never)
     log_model: bool = True
+    # seconds training waits at its end for its records to reach the store; what is left stays in
+    # OUT/mlflow-spool for `ssgan sync OUT` (exit status 4)
+    end_wait: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.feature_columns": (lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)),
                              "a non-empty list of distinct column names or null"),
     "model.conv_width": (lambda v: v >= 1, ">= 1"),
+    "tracking.end_wait": (lambda v: v >= 0, ">= 0 (seconds)"),
     "model.noise_dim": (lambda v: v >= 1, ">= 1"),
     "model.input_noise": (lambda v: v >= 0, ">= 0"),
     "model.hidden_noise": (lambda v: v >= 0, ">= 0"),

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -28,9 +30,8 @@ from ssgan.data.splits import Split
 from ssgan.errors import ConfigError, SSGANError
 from ssgan.evaluation.metrics import evaluate
 from ssgan.serving.checkpoint import make_checkpoint
-from ssgan.serving.pyfunc import log_pyfunc
-from ssgan.serving.pyfunc import register as register_model
-from ssgan.tracking.logger import RunLogger, log_evaluation, run_name
+from ssgan.tracking.logger import RunLogger, run_name
+from ssgan.tracking.spool import SPOOL, Journal, Outage, Sender, journals, sync_folder
 from ssgan.tracking.store import resolve_uri, store_failure, use_store
 from ssgan.training.jobs import Job, OneRun, SeedsAtOnce, Trained
 from ssgan.training.resume import (STATE_FILE, check_state, describe, exclusive, load_state, remove_state,
@@ -57,11 +58,15 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
             check_state(state, job.cfg, job.key, resolve_device(job.cfg.train.device))  # before its runs are touched
             run_ids = state.get("run_ids") or ([state["run_id"]] if state.get("run_id") else run_ids)
         experiment_id = use_store(job.cfg)
-        client = mlflow.MlflowClient()
+        spool = spool_folder(state_path)
+        send_earlier(spool)  # an earlier part's records that did not reach the store: before this part's
+        journal = Journal(spool, mlflow.get_tracking_uri(), experiment_id)
+        sender = Sender(journal.path, journal).start()
         given = run_ids is not None  # a comparison's or a saved state's runs: their params may be there already
         run_ids = run_ids or [new_run(experiment_id, name_of(job, i), nested) for i in range(len(job.cfgs))]
         resumed = {"resumed_after_epoch": str(state["epoch"])} if state is not None else {}
-        loggers = [RunLogger(r, c, s.split_hash, len(s.labeled_idx), tags={**(tags or {}), **job.tags(i), **resumed},
+        loggers = [RunLogger(journal, r, c, s.split_hash, len(s.labeled_idx),
+                             tags={**(tags or {}), **job.tags(i), **resumed},
                              log_config=not (given and existing_run(r).data.params))
                    for i, (r, c, s) in enumerate(zip(run_ids, job.cfgs, job.splits))]
         logged = [logged_epochs(r, job.progress_metric) if state is not None else set() for r in run_ids]
@@ -77,22 +82,79 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
         try:
             trained = job.train(state, save if state_path is not None else None, on_epoch, progress)
         except BaseException as e:
-            for r in run_ids:
-                try:
-                    client.set_terminated(r, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-                except Exception as store_error:  # noqa: BLE001 -- the store may be what failed (a full disk)
-                    log.warning("could not mark run %s as failed in MLflow: %s", r, store_failure(store_error))
+            end_runs(journal, run_ids, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            finish_sending(sender, job.cfg, spool, run_ids)
             raise
         summaries = []
         for i, (run_id, logger, t) in enumerate(zip(run_ids, loggers, trained)):
-            with open_run(run_id, nested=mlflow.active_run() is not None):
-                summaries.append(record(job.cfgs[i], job.splits[i], logger, experiment_id, t, register, alias))
-            if t.stop_reason == "interrupted":  # not done: a scheduler or a dashboard must not take it for done
-                client.set_terminated(run_id, "KILLED")
+            local = Path(out_dir) / job.summary_file(i) if out_dir is not None else None
+            summaries.append(record(job.cfgs[i], job.splits[i], logger, experiment_id, t, register, alias, local))
+        left = finish_sending(sender, job.cfg, spool, run_ids)
+        summaries = [sender.completed(s, s["run_id"]) for s in summaries]
+        if left:
+            for s in summaries:
+                s["not_in_mlflow"] = {"records": left, "spool": str(left_in(spool, run_ids))}
         end_state(state_path, job.stop_reason)
     for i, summary in enumerate(summaries):
         write_summary(summary, out_dir, job.summary_file(i))
     return summaries
+
+
+def spool_folder(state_path: Optional[Path]) -> Path:
+    """Where a run's records wait for the store: beside its training state (OUT/mlflow-spool), else in a
+    temporary folder (moved to the working directory by `left_in` when something is left in it)."""
+    if state_path is not None:
+        return state_path.parent / SPOOL
+    return Path(tempfile.mkdtemp(prefix="ssgan-")) / SPOOL
+
+
+def left_in(spool: Path, run_ids: list[str]) -> Path:
+    """The folder `ssgan sync` takes for records left in `spool`: its OUT, or, for a run without --out, the
+    spool moved from its temporary place to ./mlflow-spool-<run id>."""
+    if not spool.parent.name.startswith("ssgan-") or spool.parent.parent != Path(tempfile.gettempdir()):
+        return spool.parent
+    kept = Path.cwd() / f"{SPOOL}-{run_ids[0][:8]}"
+    if spool.exists():
+        shutil.move(str(spool), kept)
+        shutil.rmtree(spool.parent, ignore_errors=True)
+    return kept
+
+
+def send_earlier(spool: Path) -> None:
+    """Send what an earlier part of this training left in `spool` (the store was away then)."""
+    if not journals(spool):
+        return
+    try:
+        sent, _ = sync_folder(spool)
+        log.info("%d record(s) an earlier part of this run left in %s sent to MLflow", sent, spool)
+    except Outage as e:
+        log.warning("the records an earlier part left in %s are not sent yet (%s); `ssgan sync` sends them", spool, e)
+
+
+def end_runs(journal: Journal, run_ids: list[str], status: str) -> None:
+    """Training stopped on an error or an interrupt: its runs end as FAILED or KILLED."""
+    for r in run_ids:
+        try:
+            journal.add("end", r, status=status)
+        except OSError as e:  # the spool's disk is full: tell the store directly, if it takes it
+            try:
+                import mlflow
+
+                mlflow.MlflowClient().set_terminated(r, status)
+            except Exception as store_error:  # noqa: BLE001 -- the store may be what failed (a full disk)
+                log.warning("could not mark run %s as %s in MLflow: %s (%s)", r, status, store_failure(store_error), e)
+
+
+def finish_sending(sender: Sender, cfg: Config, spool: Path, run_ids: list[str]) -> int:
+    """Wait at most `tracking.end_wait` seconds for the records to reach the store; returns how many did not,
+    and says in one line how to send them."""
+    left = sender.close(cfg.tracking.end_wait)
+    if not left and spool.parent.name.startswith("ssgan-") and spool.parent.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(spool.parent, ignore_errors=True)  # a run without --out: its temporary spool
+    if left:
+        log.warning("%d record(s) not in MLflow (%s); send them with: ssgan sync %s", left,
+                    sender.outage or "the store did not take them in time", left_in(spool, run_ids))
+    return left
 
 
 def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
@@ -123,38 +185,29 @@ def run_training_seeds(cfg: Config, seeds: list[int], out_dir: Optional[str | Pa
 
 
 def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, trained: Trained,
-           register: Optional[str], alias: str) -> dict[str, Any]:
-    """Evaluate a trained classifier and record it in the active run: metrics, confusion matrix, checkpoint,
-    model, summary. Returns the summary."""
-    import mlflow
-
+           register: Optional[str], alias: str, local: Optional[Path] = None) -> dict[str, Any]:
+    """Evaluate a trained classifier and record it in its run: metrics, confusion matrix, checkpoint, model,
+    summary, the run's end. Returns the summary (its `model_uri` and `registered_model` are filled in once the
+    store has them: `Sender.completed`)."""
     ev = evaluate(trained.classifier, split.x_test, split.y_test, split.class_names)
-    mlflow.log_metrics(ev.metrics(), step=trained.epochs_done)
-    logger.artifact("the confusion matrix and classification report", lambda: log_evaluation(
-        ev, step=trained.epochs_done, x_test=split.x_test, y_test=split.y_test, scale=cfg.data.scale, metrics=False))
-    mlflow.log_metric("train_seconds", round(trained.seconds, 3), step=trained.epochs_done)
-    if trained.metrics:
-        mlflow.log_metrics(trained.metrics, step=trained.epochs_done)
+    logger.log_metrics({**ev.metrics(), "train_seconds": round(trained.seconds, 3), **(trained.metrics or {})},
+                       step=trained.epochs_done)
+    logger.log_evaluation(ev, split.x_test, split.y_test, cfg.data.scale)
     if trained.tags:
-        mlflow.set_tags(trained.tags)
-    model_uri = registered = None
+        logger.set_tags(trained.tags)
     if cfg.tracking.log_model:
-        state = make_checkpoint(cfg, split, trained.classifier, trained.generator)
-        logger.log_checkpoint(state)
-        model_uri = logger.artifact("the model", lambda: log_pyfunc(state, split.x_test))
-        if register and model_uri and trained.stop_reason == "completed":
-            registered = register_model(model_uri, register, alias)
-        elif register and not model_uri:
-            log.warning("model not registered as %r: its upload failed", register)
-        elif register:  # a partial model does not take the alias from the model it would replace
+        registered = register if trained.stop_reason == "completed" else None
+        logger.log_model(make_checkpoint(cfg, split, trained.classifier, trained.generator), split.x_test,
+                         registered, alias)
+        if register and not registered:  # a partial model does not take the alias from the model it would replace
             log.warning("model not registered as %r: the run stopped early (%s)%s", register, trained.stop_reason,
                         "; --resume completes and registers it" if trained.stop_reason == "interrupted" else "")
     summary = {
         "run_id": logger.run_id,
         "experiment_id": experiment_id,
         "tracking_uri": resolve_uri(cfg.tracking.uri),
-        "model_uri": model_uri,
-        "registered_model": registered,
+        "model_uri": None,
+        "registered_model": None,
         "mode": cfg.mode,
         "dataset": cfg.data.name,
         "labels": len(split.labeled_idx),
@@ -169,11 +222,12 @@ def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, tra
         "wall_clock_seconds": round(trained.seconds, 3),
         "device": str(resolve_device(cfg.train.device)),
         "hardware": hardware(),
-        "failed_uploads": list(logger.failed_uploads),  # artifacts the store did not take (warned)
+        "failed_uploads": [],  # artifacts the store did not take (warned)
         **ev.metrics(),
         **trained.summary,
     }
-    logger.finish(summary, trained.stop_reason)
+    # not done: a scheduler or a dashboard must not take an interrupted run for done
+    logger.finish(summary, trained.stop_reason, local, "KILLED" if trained.stop_reason == "interrupted" else "FINISHED")
     log.info("test accuracy %.4f  balanced %.4f  macro-F1 %.4f  (%s, %.1fs, run %s)", ev.accuracy,
              ev.balanced_accuracy, ev.macro_f1, trained.stop_reason, trained.seconds, logger.run_id)
     return summary

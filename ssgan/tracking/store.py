@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -50,7 +51,7 @@ def use_store(cfg: Config) -> str:
     import mlflow
 
     uri = resolve_uri(cfg.tracking.uri)
-    check_reachable(uri)
+    fail_fast_on_http()
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # the first access creates and migrates a new store: one process at a time
         return find_or_create_experiment(uri, cfg.tracking.experiment)
@@ -78,6 +79,9 @@ def find_or_create_experiment(uri: str, name: str) -> str:
             mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment_id
     except mlflow.exceptions.MlflowException as e:
+        if is_outage(e):  # the first request to the store: say so before any training
+            raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({store_failure(e)}); start it or fix "
+                             "tracking.uri") from None
         raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
 
 
@@ -111,6 +115,39 @@ def store_failure(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if "disk is full" in text or "No space left" in text:
         return "the disk is full"
+    for says, means in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
+                        ("Name or service not known", "unknown host"), ("RemoteDisconnected", "connection dropped"),
+                        ("Connection aborted", "connection dropped"), ("Connection reset", "connection dropped")):
+        if says in text:
+            return means
+    if m := re.search(r"failed with error code (5\d\d)", text):
+        return f"the server answered {m.group(1)}"
     lines = [ln.strip() for ln in str(error).splitlines()
              if ln.strip() and not ln.strip().startswith(("[", "(Background", "(raised as a result"))]
     return (lines or [type(error).__name__])[0][:200]
+
+
+def is_outage(e: BaseException) -> bool:
+    """Whether a failed request means the store is away (try again later) rather than that it refused this
+    record (a warning; the record is not sent again)."""
+    import requests
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(e, RestException):
+        return e.get_http_status_code() >= 500
+    if isinstance(e, requests.exceptions.HTTPError):
+        return e.response is None or e.response.status_code >= 500
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(e, MlflowException):
+        text = str(e)
+        return ("API request to" in text and ("failed with exception" in text or "failed with error code 5" in text)) \
+            or "Max retries exceeded" in text or "Connection refused" in text
+    return False
+
+
+def fail_fast_on_http() -> None:
+    """MLflow retries a failed HTTP request up to 7 times with growing pauses (minutes); the sender retries on
+    its own, so one try each unless the user set otherwise."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
