@@ -85,10 +85,12 @@ def _out_folder(out: Optional[str], holds_file: bool = False) -> None:
 def cli(quiet: bool) -> None:
     """Semi-supervised GAN classifiers for few labels, measured against a supervised baseline."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("mlflow", "alembic", "urllib3"):
+    for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # MLflow logs a failed SQL request with its traceback before raising it; ssgan reports it in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # urllib3's notes on connections it retries or drops: ssgan says what a failed request means, once
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded JSON file
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its loggers' level when first imported
 

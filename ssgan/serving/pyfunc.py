@@ -12,9 +12,9 @@ import contextlib
 import re
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import mlflow
 import numpy as np
@@ -36,20 +36,37 @@ class SSGANPyfunc(mlflow.pyfunc.PythonModel):
         return self.predictor.predict_frame(model_input)
 
 
+def create_model(run_id: str, experiment_id: Optional[str] = None,
+                 params: Optional[dict[str, str]] = None) -> tuple[str, str]:
+    """A new logged model "model" of run `run_id` (PENDING until `log_pyfunc` uploads it); returns its id and
+    artifact location.
+    `experiment_id` and `params` (the model's params: the run's config) save a request to look them up."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    client = mlflow.MlflowClient()
+    if experiment_id is None or params is None:
+        run = client.get_run(run_id)
+        experiment_id, params = run.info.experiment_id, run.data.params
+    model = client.create_logged_model(experiment_id, name="model", source_run_id=run_id, params=params,
+                                       tags=resolve_tags())
+    return model.model_id, model.artifact_location
+
+
 def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor, run_id: str, experiment_id: Optional[str] = None,
-               params: Optional[dict[str, str]] = None, retire: bool = True) -> str:
+               params: Optional[dict[str, str]] = None, retire: bool = True,
+               model: Optional[tuple[str, str]] = None, submit: Optional[Callable[..., Future]] = None) -> str:
     """Log the checkpoint `state` as run `run_id`'s pyfunc model "model"; returns its model URI. `x_example`
     holds a few network inputs, turned back into raw values for the input example and signature.
     `experiment_id` and `params` (the model's params: the run's config) save a request to look them up.
     `retire`: a model the run logged before (the partial model of an interrupted part of a resumed run, or an
-    upload cut short) is retired.
+    upload cut short) is retired. `model`: the logged model `create_model` made for it (else made here).
+    `submit(fn, *args)`: runs the uploads (a pool's submit; else threads of a pool made here).
 
     What `mlflow.pyfunc.log_model` does, in fewer round trips to a far store: no active run, the model's
     files uploaded in parallel, and the run's metrics not copied onto the model."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model, infer_signature
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    from mlflow.tracking.context.registry import resolve_tags
 
     predictor = Predictor.from_checkpoint(state)
     raw = predictor.preprocess.inverse(x_example[:4].cpu())
@@ -58,19 +75,18 @@ def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor, run_id: str, expe
     else:  # arrays of raw pixels / features
         example = raw.astype(np.float32)
     client = mlflow.MlflowClient()
-    if experiment_id is None or params is None:
-        run = client.get_run(run_id)
-        experiment_id, params = run.info.experiment_id, run.data.params
-    model = client.create_logged_model(experiment_id, name="model", source_run_id=run_id, params=params,
-                                       tags=resolve_tags())
+    if experiment_id is None:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    model_id, location = model or create_model(run_id, experiment_id, params)
     try:
         with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:
-            linked = pool.submit(client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=0)])
+            submit = submit or pool.submit
+            linked = submit(client.log_outputs, run_id, [LoggedModelOutput(model_id, step=0)])
             checkpoint, local = Path(d) / "checkpoint.pt", Path(d) / "model"
             torch.save(state, checkpoint)
             mlflow.pyfunc.save_model(
-                path=str(local), mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
-                                                    run_id=run_id, model_id=model.model_id,
+                path=str(local), mlflow_model=Model(artifact_path=location, model_uuid=model_id,
+                                                    run_id=run_id, model_id=model_id,
                                                     metadata={"class_names": list(predictor.class_names)}),
                 python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={"checkpoint": str(checkpoint)},
@@ -80,23 +96,24 @@ def log_pyfunc(state: dict[str, Any], x_example: torch.Tensor, run_id: str, expe
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                                   "pandas", "scikit-learn"],
             )
-            repo = get_artifact_repository(model.artifact_location, tracking_uri=mlflow.get_tracking_uri())
+            repo = get_artifact_repository(location, tracking_uri=mlflow.get_tracking_uri())
             files = sorted(f for f in local.rglob("*") if f.is_file())
-            uploads = [pool.submit(repo.log_artifact, str(f), f.parent.relative_to(local).as_posix()
+            uploads = [submit(repo.log_artifact, str(f), f.parent.relative_to(local).as_posix()
                                    if f.parent != local else None) for f in files]
             for done in [linked, *uploads]:
                 done.result()
-        client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        client.finalize_logged_model(model_id, LoggedModelStatus.READY)
     except BaseException:
-        with contextlib.suppress(Exception):  # the store may be what failed
-            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        if model is None:  # made here; one made before stays PENDING for the upload to be tried again
+            with contextlib.suppress(Exception):  # the store may be what failed
+                client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
         raise
     if retire:
-        retire_earlier_models(run_id, model.model_id, experiment_id)
-    return f"models:/{model.model_id}"
+        retire_earlier_models(run_id, model_id, experiment_id)
+    return f"models:/{model_id}"
 
 
-PARALLEL_UPLOADS = 16
+PARALLEL_UPLOADS = 32  # a model is some 35 small files and its checkpoint
 
 
 SERVED = ("__init__.py", "config.py", "errors.py", "data", "nets", "evaluation", "serving")

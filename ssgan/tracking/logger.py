@@ -40,6 +40,8 @@ class RunLogger:
         keys = list(params)
         for i in range(0, max(len(keys), 1), 100):  # MLflow takes at most 100 params per batch
             journal.batch(run_id, params={k: params[k] for k in keys[i : i + 100]}, tags=tags if i == 0 else None)
+        if cfg.tracking.log_model:  # made now, off the end's critical path; its files are uploaded at the end
+            journal.add("model_create", run_id, what="the model", params=self.params())
         if log_config:
             self.artifact("the config", "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
         self._fixed_z: Optional[torch.Tensor] = None

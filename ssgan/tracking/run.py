@@ -40,6 +40,8 @@ from ssgan.training.step import resolve_device
 
 log = logging.getLogger("ssgan")
 
+INTERRUPTED_WAIT = 5.0  # seconds an interrupted or failed run waits for its records to reach the store
+
 
 def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None, nested: bool = False,
           tags: Optional[dict[str, str]] = None, run_ids: Optional[list[str]] = None, register: Optional[str] = None,
@@ -83,13 +85,17 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
             trained = job.train(state, save if state_path is not None else None, on_epoch, progress)
         except BaseException as e:
             end_runs(journal, run_ids, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            finish_sending(sender, job.cfg, spool, run_ids)
+            # a stop request is answered in seconds (a scheduler kills soon after); what is left, --resume sends
+            finish_sending(sender, min(job.cfg.tracking.end_wait, INTERRUPTED_WAIT), spool, run_ids)
             raise
         summaries = []
         for i, (run_id, logger, t) in enumerate(zip(run_ids, loggers, trained)):
             local = Path(out_dir) / job.summary_file(i) if out_dir is not None else None
             summaries.append(record(job.cfgs[i], job.splits[i], logger, experiment_id, t, register, alias, local))
-        left = finish_sending(sender, job.cfg, spool, run_ids)
+        wait = job.cfg.tracking.end_wait
+        if any(t.stop_reason == "interrupted" for t in trained):  # a stop request: answered in seconds
+            wait = min(wait, INTERRUPTED_WAIT)
+        left = finish_sending(sender, wait, spool, run_ids)
         summaries = [sender.completed(s, s["run_id"]) for s in summaries]
         if left:
             for s in summaries:
@@ -145,10 +151,10 @@ def end_runs(journal: Journal, run_ids: list[str], status: str) -> None:
                 log.warning("could not mark run %s as %s in MLflow: %s (%s)", r, status, store_failure(store_error), e)
 
 
-def finish_sending(sender: Sender, cfg: Config, spool: Path, run_ids: list[str]) -> int:
-    """Wait at most `tracking.end_wait` seconds for the records to reach the store; returns how many did not,
-    and says in one line how to send them."""
-    left = sender.close(cfg.tracking.end_wait)
+def finish_sending(sender: Sender, wait: float, spool: Path, run_ids: list[str]) -> int:
+    """Wait at most `wait` seconds for the records to reach the store; returns how many did not, and says in
+    one line how to send them."""
+    left = sender.close(wait)
     if not left and spool.parent.name.startswith("ssgan-") and spool.parent.parent == Path(tempfile.gettempdir()):
         shutil.rmtree(spool.parent, ignore_errors=True)  # a run without --out: its temporary spool
     if left:

@@ -139,6 +139,8 @@ def is_outage(e: BaseException) -> bool:
         return e.response is None or e.response.status_code >= 500
     if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)):
         return True
+    if "database is locked" in str(e):  # SQLite busy with another writer: a moment later it is not
+        return True
     if isinstance(e, MlflowException):
         text = str(e)
         return ("API request to" in text and ("failed with exception" in text or "failed with error code 5" in text)) \
@@ -148,6 +150,10 @@ def is_outage(e: BaseException) -> bool:
 
 def fail_fast_on_http() -> None:
     """MLflow retries a failed HTTP request up to 7 times with growing pauses (minutes); the sender retries on
-    its own, so one try each unless the user set otherwise."""
+    its own, so one try each unless the user set otherwise. Also: connections enough for parallel uploads, and
+    no run address printed on stdout."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "40")  # a model's files are uploaded on parallel connections
+    # ending a run would look the run up again to print its address on stdout (where ssgan prints its results)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
