@@ -46,12 +46,21 @@ class Server:
             self.proc.wait()
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the module (a start takes 20-30 s on 2 busy cores); a test that kills it starts it again."""
+    s = Server(tmp_path_factory.mktemp("outage-server"))
     s.start()
     yield s
     s.kill()
+
+
+@pytest.fixture
+def up(server):
+    """The module's server, started again if a failed test left it dead."""
+    if server.proc.poll() is not None:
+        server.start()
+    return server
 
 
 class Training:
@@ -85,7 +94,8 @@ def recorded(uri: str, run_id: str) -> tuple[str, dict[str, list[int]]]:
     return run.info.status, {k: sorted(m.step for m in client.get_metric_history(run_id, k)) for k in run.data.metrics}
 
 
-def test_a_server_killed_mid_run_and_back_gets_every_record_once(server, tmp_path, npz_path):
+def test_a_server_killed_mid_run_and_back_gets_every_record_once(up, tmp_path, npz_path):
+    server = up
     training = Training(server.uri, tmp_path / "out", npz_path, end_wait=300)
     training.wait_for("epoch 2/")
     server.kill()  # mid-run: training goes on
@@ -106,7 +116,8 @@ def test_a_server_killed_mid_run_and_back_gets_every_record_once(server, tmp_pat
     assert "Traceback" not in training.output()
 
 
-def test_a_server_that_stays_away_ends_the_run_locally_and_ssgan_sync_sends_the_rest(server, tmp_path, npz_path):
+def test_a_server_that_stays_away_ends_the_run_locally_and_ssgan_sync_sends_the_rest(up, tmp_path, npz_path):
+    server = up
     out = tmp_path / "out"
     training = Training(server.uri, out, npz_path, end_wait=600)
     training.wait_for("epoch 2/")
@@ -184,7 +195,8 @@ def hanging_proxy(upstream: str, hang: threading.Event, stopped: threading.Event
     return proxy
 
 
-def test_sigterm_while_the_store_hangs_ends_the_wait_at_once(server, tmp_path, npz_path):
+def test_sigterm_while_the_store_hangs_ends_the_wait_at_once(up, tmp_path, npz_path):
+    server = up
     hang, stopped = threading.Event(), threading.Event()
     proxy = hanging_proxy(server.uri, hang, stopped)
     try:

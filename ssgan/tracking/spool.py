@@ -183,8 +183,16 @@ class Sender:
                 self.settle(flying, block=True, everything=True)  # a barrier comes after all before it
                 continue
             after = [] if not records else follow(records, todo[len(records):])
-            batching = {run for op, run, _ in flying.values() if op == "batch"}
-            jobs = self.jobs(client, [e for e in records if not (e["op"] == "batch" and e["run"] in batching)], after)
+            # one metric batch per run in flight (the next takes all written meanwhile), and one image: each
+            # image also sets the run's tag that says it has images, and two at once collide on that tag
+            serial = {(op, run) for op, run, _ in flying.values() if op in ("batch", "image")}
+            now = []
+            for e in records:
+                if (e["op"], e["run"]) not in serial:
+                    now.append(e)
+                    if e["op"] == "image":
+                        serial.add(("image", e["run"]))
+            jobs = self.jobs(client, now, after)
             if not jobs:
                 self.settle(flying, block=True)
                 continue
