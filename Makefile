@@ -8,10 +8,10 @@ ARTIFACTS ?= ./mlartifacts
 
 .PHONY: install test ui server serve-model demo bench clean
 
-install:  ## create .venv and install ssgan with its dev and postgres extras at the tested versions
+install:  ## create .venv and install ssgan with its dev, postgres and ray extras at the tested versions
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,postgres]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,postgres,ray]'
 
 test:  ## the import layers (import-linter, pyproject.toml), then the test suite (CPU)
 	$(BIN)/lint-imports --no-cache

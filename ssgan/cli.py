@@ -208,8 +208,19 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
               "on a GPU about the time of one seed.")
 @click.option("--members", type=int, default=3, show_default=True,
               help="ssgan_ensemble: ssgan runs per split (training seeds S, S+1000, ...), probabilities averaged.")
-def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once, members) -> None:
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run every (method, budget, seed) as a Ray task: 'local' "
+              "(a Ray instance on this machine), 'auto' (the cluster `ray start` joined) or ray://HOST:10001. Needs "
+              "pip install 'ssgan[ray]' and a store every node reaches.")
+@click.option("--cpus-per-run", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="With --ray: CPUs per run (and the run's torch threads).")
+@click.option("--gpus-per-run", type=click.FloatRange(min=0.0), help="With --ray: GPUs per run (default 1 when "
+              "the cluster has GPUs, else 0).")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Folder of the runs' training states (default "
+              "OUT/state); with a Ray cluster, storage every node sees, so that a retried run continues.")
+def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once, members, ray_address,
+            cpus_per_run, gpus_per_run, state_dir) -> None:
     """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
+    from ssgan.experiments.cluster import RayOptions
     from ssgan.experiments.compare import run_comparison
     from ssgan.experiments.origin import ConfigOrigin
     from ssgan.experiments.plan import Plan
@@ -219,8 +230,11 @@ def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, se
     plan = Plan.parse(budgets, seeds, methods, members)
     cfg = load_config(config_path, overrides)
     _out_folder(out_dir)
+    if ray_address is None and (gpus_per_run is not None or state_dir is not None or cpus_per_run != 1.0):
+        raise SSGANError("--cpus-per-run, --gpus-per-run and --state-dir go with --ray ADDRESS")
+    ray = RayOptions(ray_address, cpus_per_run, gpus_per_run) if ray_address else None
     summary = run_comparison(cfg, plan, out_dir, resume=resume, seeds_at_once=seeds_at_once,
-                             origin=ConfigOrigin.of(cfg, config_path, overrides))
+                             origin=ConfigOrigin.of(cfg, config_path, overrides), ray=ray, state_dir=state_dir)
     click.echo((Path(out_dir) / "report.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; report in {out_dir}/", err=True)
     if not summary["complete"]:  # exit status 3, as `train` after a watchdog stop (130 when interrupted)

@@ -25,27 +25,18 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
-from ssgan.experiments.baselines import run_baseline
+from ssgan.experiments.cluster import RayOptions, check_store, run_on_ray
 from ssgan.experiments.origin import ConfigOrigin
 from ssgan.experiments.plan import ALL, ENSEMBLE, MODES, Plan
+from ssgan.experiments.runs import run_config, run_one
 from ssgan.config import Config, replace, to_dict
 from ssgan.data.splits import draw_labeled, load_split
-from ssgan.tracking.ensemble import run_ensemble
-from ssgan.errors import ConfigError, SSGANError
-from ssgan.training.resume import exclusive, has_state, load_state, remove_state
-from ssgan.tracking.run import new_run, run_training, run_training_seeds
-from ssgan.tracking.logger import run_name
-from ssgan.tracking.store import use_store
+from ssgan.errors import ConfigError
+from ssgan.training.resume import exclusive
+from ssgan.tracking.store import resolve_uri, use_store
 from ssgan.training.step import check_plan
 
 log = logging.getLogger("ssgan")
-
-def run_config(cfg: Config, method: str, budget: str, seed: int) -> Config:
-    """The config of one run of the grid. Child runs do not log the model (train the winner with `ssgan train`)."""
-    return replace(cfg, **{"mode": method if method in MODES else ("ssgan" if method == ENSEMBLE else cfg.mode),
-                           "data.labels": None if budget == ALL else int(budget),
-                           "data.split_seed": seed, "train.seed": seed, "tracking.log_model": False,
-                           "tracking.run_name": run_name(method, None if budget == ALL else int(budget), seed, budget)})
 
 
 def check_budgets(cfg: Config, plan: Plan) -> None:
@@ -75,7 +66,8 @@ def fingerprint(cfg: Config, plan: Plan) -> str:
 
 def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", resume: bool = False,
                    progress: Optional[bool] = None, seeds_at_once: bool = False,
-                   origin: Optional[ConfigOrigin] = None) -> dict[str, Any]:
+                   origin: Optional[ConfigOrigin] = None, ray: Optional[RayOptions] = None,
+                   state_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Train and evaluate every (method, budget, seed) of `plan`; write the report to `out_dir` and log it
     to the parent run. Returns the report's summary. `seeds_at_once`: ssgan and supervised train all
     seeds of a budget together (ssgan/training/seeds.py; on a GPU about the time of one seed). `origin`: the config
@@ -86,26 +78,34 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
     skips its children that MLflow has as FINISHED (a watchdog stop is deterministic, so it is not
     retried); an interrupted network run goes on from its saved training state. Ctrl-C stops the current
     run (its state is saved); the report then lists what is missing.
+
+    `ray`: every run is a Ray task (ssgan/experiments/cluster.py), their training states in `state_dir`
+    (default OUT/state; on a cluster, a folder every node sees).
     """
     check_budgets(cfg, plan)
     origin = origin or ConfigOrigin.of(cfg, "a Config passed to run_comparison")
+    if ray is not None:
+        check_store(resolve_uri(cfg.tracking.uri), ray)
     experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
-    lock = Path(out_dir) / "state" / f"compare-{fingerprint(cfg, plan)}"  # the same comparison in the same OUT
+    state_root = Path(state_dir) if state_dir is not None else Path(out_dir) / "state"
+    lock = state_root / f"compare-{fingerprint(cfg, plan)}"  # the same comparison in the same OUT
     try:
         with exclusive(lock, "comparison (its training states)"):
-            return _compare(cfg, plan, out_dir, resume, progress, seeds_at_once, experiment_id, origin)
+            return _compare(cfg, plan, out_dir, resume, progress, seeds_at_once, experiment_id, origin, ray,
+                            state_root)
     finally:
         _remove_empty(lock.parent)
 
 
 def _compare(cfg: Config, plan: Plan, out_dir: str | Path, resume: bool, progress: Optional[bool],
-             seeds_at_once: bool, experiment_id: str, origin: ConfigOrigin) -> dict[str, Any]:
+             seeds_at_once: bool, experiment_id: str, origin: ConfigOrigin, ray: Optional[RayOptions],
+             state_root: Path) -> dict[str, Any]:
     import mlflow
 
     from ssgan.experiments.report import write_report
 
     with _parent_run(cfg, plan, experiment_id, resume, origin) as parent:
-        states = Path(out_dir) / "state" / parent.info.run_id
+        states = state_root / parent.info.run_id
         done = _finished(experiment_id, parent.info.run_id)
         todo = [r for r in plan.runs() if r not in done]
         if done:
@@ -114,10 +114,13 @@ def _compare(cfg: Config, plan: Plan, out_dir: str | Path, resume: bool, progres
         bar = tqdm(total=len(plan.runs()), initial=len(plan.runs()) - len(todo), desc="runs", unit="run",
                    disable=None if progress is None else not progress)
         try:
-            for method, budget, seeds in run_batches(todo, seeds_at_once):
+            if ray is not None:
+                run_on_ray(cfg, run_batches(todo, seeds_at_once), experiment_id, parent.info.run_id, plan.members,
+                           states, ray, mlflow.get_tracking_uri(), bar)
+            for method, budget, seeds in run_batches(todo, seeds_at_once) if ray is None else []:
                 bar.set_postfix_str(f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} "
                                     f"{','.join(map(str, seeds))}")
-                _run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress, plan.members, states)
+                run_one(cfg, method, budget, seeds, experiment_id, parent.info.run_id, progress, plan.members, states)
                 bar.update(len(seeds))
         except KeyboardInterrupt:
             interrupted = True
@@ -172,101 +175,11 @@ def run_batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[t
     return out
 
 
-def _run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_id: str, parent_id: str,
-             progress: Optional[bool], members: int = 3, states: Optional[Path] = None) -> None:
-    """One child run per seed, trained together when there are several. The runs are created here, before
-    training, so that a failure has a run to be recorded in; a network run with a saved training state in
-    `states` continues in the run it was saved from."""
-    import mlflow
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-    client = mlflow.MlflowClient()
-    run_cfgs = [run_config(cfg, method, budget, seed) for seed in seeds]
-    what = f"{method}, {budget} labels, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
-    state_path = None
-    if states is not None and method in (*MODES, ENSEMBLE):
-        state_path = states / (f"{method}-{budget}-seed{seeds[0]}.pt" if len(seeds) == 1
-                               else f"{method}-{budget}-seeds{'-'.join(map(str, seeds))}.pt")
-    resumed = _saved_runs(state_path, what, len(seeds)) if state_path is not None else None
-    run_ids = resumed or [new_run(experiment_id, c.tracking.run_name, nested=False, tags={
-        MLFLOW_PARENT_RUN_ID: parent_id, "method": method, "budget": budget, "split_seed": str(seed)})
-        for c, seed in zip(run_cfgs, seeds)]
-    try:
-        if len(seeds) > 1:
-            summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True,
-                                           state_path=state_path, resume=resumed is not None)
-        elif method in MODES:
-            summaries = [run_training(run_cfgs[0], progress=progress, nested=True, run_id=run_ids[0],
-                                      state_path=state_path, resume=resumed is not None)]
-        elif method == ENSEMBLE:
-            summaries = [run_ensemble(run_cfgs[0], members, run_id=run_ids[0], progress=progress,
-                                      state_path=state_path, resume=resumed is not None)]
-        else:
-            summaries = [run_baseline(method, run_cfgs[0], run_id=run_ids[0])]
-    except KeyboardInterrupt:
-        for run_id in run_ids:
-            _fail(client, run_id, "KILLED", "interrupted by the user")
-        raise
-    except Exception as e:  # one run's failure is recorded and the comparison goes on
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        log.warning("%s failed: %s", what, reason, exc_info=log.isEnabledFor(logging.DEBUG))
-        for run_id in run_ids:
-            _fail(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
-        return  # a saved state stays: --resume retries the run from it
-    if any(s["stop_reason"] == "interrupted" for s in summaries):  # fit() caught the Ctrl-C: the state stays
-        for r in run_ids:
-            _fail(client, r, "KILLED", "interrupted by the user")
-        raise KeyboardInterrupt
-    for run_id, seed, s in zip(run_ids, seeds, summaries):
-        if s["stop_reason"] != "completed":  # the watchdog stopped training: its numbers are not the method's
-            _tag(client, run_id, {"outcome": "failed", "failure_reason": f"{s['stop_reason']}: {s['stop_message']}"})
-            log.warning("%s, %s labels, seed %d failed: %s", method, budget, seed, s["stop_reason"])
-            if state_path is not None:  # a watchdog stop is final, not resumed
-                remove_state(state_path)
-            continue
-        client.set_tag(run_id, "outcome", "finished")
-        if resumed and "failure_reason" in client.get_run(run_id).data.tags:  # the interruption it recovered from
-            client.delete_tag(run_id, "failure_reason")
-        log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
-                 s["test_accuracy"], s["test_macro_f1"])
-
-
-def _saved_runs(state_path: Path, what: str, count: int) -> Optional[list[str]]:
-    """The MLflow runs (one per seed) a saved training state continues, or None (no state, or one that
-    cannot be used: it is removed and the runs start afresh)."""
-    if not has_state(state_path):
-        return None
-    try:
-        state = load_state(state_path)
-    except SSGANError as e:
-        run_ids, reason = None, str(e)
-    else:
-        run_ids, reason = state.get("run_ids") or [state.get("run_id")], "it names no MLflow run for each seed"
-    if run_ids and len(run_ids) == count and all(run_ids):
-        log.info("%s: continuing run%s %s from the saved training state", what, "s" if count > 1 else "",
-                 ", ".join(run_ids))
-        return run_ids
-    log.warning("%s: starting afresh, the saved training state is unusable: %s", what, reason)
-    remove_state(state_path)
-    return None
-
-
 def _remove_empty(*dirs: Path) -> None:
     """These folders (a comparison's state folder, OUT/state), in order, where they are empty."""
     for d in dirs:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
-
-
-def _fail(client, run_id: str, status: str, reason: str) -> None:
-    _tag(client, run_id, {"outcome": "failed", "failure_reason": reason})
-    client.set_terminated(run_id, status)
-
-
-def _tag(client, run_id: str, tags: dict[str, str]) -> None:
-    from mlflow.entities import RunTag
-
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def _finished(experiment_id: str, parent_id: str) -> set[tuple[str, str, int]]:

@@ -109,8 +109,8 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
 def spool_folder(state_path: Optional[Path]) -> Path:
     """Where a run's records wait for the store: beside its training state (OUT/mlflow-spool), else in a
     temporary folder (moved to the working directory by `left_in` when something is left in it)."""
-    if state_path is not None:
-        return state_path.parent / SPOOL
+    if state_path is not None:  # one spool per state: a comparison's runs on Ray workers train side by side
+        return state_path.parent / (SPOOL if state_path.name == STATE_FILE else f"{SPOOL}-{state_path.stem}")
     return Path(tempfile.mkdtemp(prefix="ssgan-")) / SPOOL
 
 

@@ -524,12 +524,12 @@ def remove_journal(path: Path) -> None:
 
 
 def journals(folder: Path) -> list[Path]:
-    """The journals under `folder` (an OUT folder, a spool folder or one journal), oldest first."""
+    """The journals under `folder` (an OUT folder, a spool folder or one journal), oldest first: the .jsonl
+    files in folders named mlflow-spool (or mlflow-spool-<run>)."""
     folder = Path(folder)
     if folder.is_file():
         return [folder]
-    return sorted(folder.rglob(f"{SPOOL}/*.jsonl"), key=lambda p: p.name) + \
-        (sorted(folder.glob("*.jsonl")) if folder.name == SPOOL else [])
+    return sorted((p for p in folder.rglob("*.jsonl") if p.parent.name.startswith(SPOOL)), key=lambda p: p.name)
 
 
 def unsent(folder: Path) -> int:

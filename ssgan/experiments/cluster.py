@@ -1,0 +1,123 @@
+"""A comparison's runs as Ray tasks (`ssgan compare --ray ADDRESS`): each (method, budget, seed) is one task
+with the resources it asks for, placed by Ray, on this machine (`local`) or a cluster (`auto`,
+`ray://host:10001`). Nothing here schedules: Ray does, and retries a task whose worker or node died.
+
+The driver keeps the parent run and creates each child run before its task is submitted, so that a retried
+task records into the same run, continuing from its saved training state when the state folder is on
+storage every node sees (`--state-dir`; with `local`, OUT/state), else starting it over. Every task records
+into the one MLflow store all nodes reach: an http(s) tracking server or a SQL database; SQLite only with
+`local`. The report is written by the driver from the store, as for a sequential comparison.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ssgan.config import Config, from_dict, to_dict
+from ssgan.errors import ConfigError, SSGANError
+from ssgan.experiments.runs import child_runs, describe_run, fail_run, run_one
+
+log = logging.getLogger("ssgan")
+
+RETRIES = 2  # a task whose worker or node dies is run again this many times
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str  # what ray.init takes: "local", "auto", "ray://host:10001"
+    cpus_per_run: float = 1.0
+    gpus_per_run: Optional[float] = None  # None: 1 when the cluster has GPUs, else 0
+
+    @property
+    def local(self) -> bool:
+        return self.address == "local"
+
+
+def check_store(uri: str, options: RayOptions) -> None:
+    """Every node must reach the store: a SQLite file works only for a Ray instance on this machine."""
+    if uri.startswith("sqlite:") and not options.local:
+        raise ConfigError(f"--ray {options.address}: the MLflow store {uri} is a file on this machine, which the "
+                          "cluster's other nodes cannot reach; use an http(s):// tracking server (make server) or a "
+                          "SQL database as tracking.uri / $MLFLOW_TRACKING_URI, or --ray local")
+
+
+def connect(options: RayOptions):
+    """ray.init for `options.address`; returns the ray module."""
+    try:
+        import ray
+    except ImportError:
+        raise SSGANError("--ray needs Ray: pip install 'ssgan[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            if options.local:
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                         logging_level=logging.WARNING)
+            else:
+                ray.init(address=options.address, log_to_driver=True, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SSGANError(f"--ray {options.address}: cannot connect to the Ray cluster ({str(e).splitlines()[0]}); "
+                             "start it with `ray start --head` or give its address") from None
+    return ray
+
+
+def run_task(cfg_dict: dict[str, Any], method: str, budget: str, seeds: list[int], experiment_id: str,
+             parent_id: str, members: int, states: Optional[str], run_ids: list[str], uri: str, threads: int) -> str:
+    """One comparison run on a Ray worker: the same `run_one` a sequential comparison calls, into the child
+    runs the driver created. Returns the run's description."""
+    import mlflow
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, threads))
+    mlflow.set_tracking_uri(uri)
+    run_one(from_dict(cfg_dict), method, budget, seeds, experiment_id, parent_id, False, members,
+             Path(states) if states else None, run_ids)
+    return describe_run(method, budget, seeds)
+
+
+def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experiment_id: str, parent_id: str,
+               members: int, states: Optional[Path], options: RayOptions, uri: str, bar) -> None:
+    """Submit every (method, budget, seeds) of `batches` as a task and wait for them, the bar counting finished
+    runs; a task that fails for good is recorded as failed. Ctrl-C cancels what has not finished (its runs
+    are left KILLED, for --resume) and raises KeyboardInterrupt."""
+    import mlflow
+
+    ray = connect(options)
+    gpus = options.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    task = ray.remote(run_task)
+    client = mlflow.MlflowClient()
+    pending: dict[Any, tuple[str, list[str], int]] = {}
+    for method, budget, seeds in batches:
+        run_ids = child_runs(cfg, method, budget, seeds, experiment_id, parent_id, states)
+        what = describe_run(method, budget, seeds)
+        ref = task.options(name=what, num_cpus=options.cpus_per_run, num_gpus=gpus, max_retries=RETRIES,
+                           retry_exceptions=False).remote(
+            to_dict(cfg), method, budget, seeds, experiment_id, parent_id, members, str(states) if states else None,
+            run_ids, uri, int(options.cpus_per_run))
+        pending[ref] = (what, run_ids, len(seeds))
+    log.info("%d run(s) submitted to Ray at %s (%g CPU, %g GPU each)", len(pending), options.address,
+             options.cpus_per_run, gpus)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            what, run_ids, count = pending.pop(done[0])
+            try:
+                ray.get(done[0])
+            except Exception as e:  # noqa: BLE001 -- the task failed for good (its retries spent): recorded, go on
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                log.warning("%s failed on Ray: %s", what, reason)
+                for run_id in run_ids:
+                    fail_run(client, run_id, "FAILED", f"{type(e).__name__}: {reason}")
+            bar.update(count)
+    except KeyboardInterrupt:
+        for ref, (what, run_ids, _) in pending.items():
+            ray.cancel(ref)
+            for run_id in run_ids:
+                fail_run(client, run_id, "KILLED", "interrupted by the user")
+        raise

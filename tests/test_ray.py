@@ -1,0 +1,60 @@
+"""`ssgan compare --ray`: the comparison's runs as tasks of a real (local, 2-CPU) Ray instance, recording into a
+real `mlflow server`; the report equals the sequential comparison's, run by run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ssgan.cli import cli
+from tests.test_server import server  # noqa: F401 -- the module's mlflow server fixture
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra ssgan[ray] (make install installs it)")
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs/smoke.yaml")
+
+
+def compare(uri: str, npz_path: Path, out: Path, experiment: str, *extra: str) -> subprocess.CompletedProcess:
+    args = ["-q", "compare", "-c", SMOKE, "--labels", "6,9", "--seeds", "2", "--methods",
+            "ssgan,supervised,label_spreading", "--set", "data.name=npz", "--set", f"data.path={npz_path}",
+            "--set", f"tracking.experiment={experiment}", "--set", "tracking.sample_every=0", "--out", str(out), *extra]
+    # one torch thread in both: a Ray task trains with --cpus-per-run threads (1), and the numbers match then
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    return subprocess.run([sys.executable, "-m", "ssgan", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def by_run(summary: dict) -> dict:
+    return {(r["method"], r["budget"], r["split_seed"]): (r["split_hash"], r["test_accuracy"], r["test_macro_f1"])
+            for r in summary["runs"]}
+
+
+def test_a_comparison_on_local_ray_equals_the_sequential_one(server, tmp_path, npz_path):  # noqa: F811
+    sequential = compare(server["uri"], npz_path, tmp_path / "seq", "ray-seq")
+    assert sequential.returncode == 0, sequential.stderr[-2000:]
+    on_ray = compare(server["uri"], npz_path, tmp_path / "ray", "ray-ray", "--ray", "local")
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    a = json.loads((tmp_path / "seq" / "summary.json").read_text())
+    b = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert len(by_run(b)) == 12 and b["complete"]  # 2 budgets x 2 seeds x 3 methods, each once
+    assert by_run(a) == by_run(b)  # the same splits and the same numbers, run by run
+    assert "(ssgan, 9 labels, seed 1 pid=" in on_ray.stderr  # a task's log lines reach the driver, named by run
+
+
+def test_a_sqlite_store_with_a_ray_cluster_is_one_line_before_anything_is_submitted(tmp_path, npz_path):
+    result = CliRunner().invoke(cli, ["compare", "-c", SMOKE, "--labels", "6", "--seeds", "1", "--ray", "auto",
+                                      "--set", "data.name=npz", "--set", f"data.path={npz_path}",
+                                      "--set", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --ray auto: the MLflow store sqlite:///") and "Traceback" not in result.output
+    assert not (tmp_path / "m.db").exists()  # nothing was opened
+
+
+def test_ray_options_without_ray_are_an_error(tmp_path, npz_path):
+    result = CliRunner().invoke(cli, ["compare", "-c", SMOKE, "--labels", "6", "--seeds", "1", "--gpus-per-run", "1",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "go with --ray ADDRESS" in result.output
