@@ -288,7 +288,7 @@ def test_ctrl_c_stops_the_comparison_and_resume_finishes_it(tmp_path, npz_path, 
     cfg = load_config(SMOKE, data_overrides(npz_path, "interrupted", store_uri))
     plan = Plan.parse("6", 1, "supervised,label_spreading,self_training")
     with monkeypatch.context() as m:
-        m.setattr("ssgan.experiments.compare.run_baseline", interrupted)
+        m.setattr("ssgan.experiments.runs.run_baseline", interrupted)
         summary = run_comparison(cfg, plan, tmp_path / "out", progress=False)
     assert [(r["method"], r["status"], r["failure_reason"]) for r in summary["runs"]] == [
         ("supervised", "finished", None), ("label_spreading", "failed", "interrupted by the user"),

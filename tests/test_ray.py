@@ -58,3 +58,63 @@ def test_ray_options_without_ray_are_an_error(tmp_path, npz_path):
     result = CliRunner().invoke(cli, ["compare", "-c", SMOKE, "--labels", "6", "--seeds", "1", "--gpus-per-run", "1",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "go with --ray ADDRESS" in result.output
+
+
+def test_a_run_whose_worker_is_killed_is_retried_from_its_state_and_counted_once(server, tmp_path, npz_path):  # noqa: F811
+    import signal
+    import time
+
+    import mlflow
+
+    args = [sys.executable, "-m", "ssgan", "-q", "compare", "-c", SMOKE, "--labels", "6", "--seeds", "2", "--methods",
+            "ssgan", "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "tracking.experiment=ray-kill",
+            "--set", "tracking.sample_every=0", "--set", "train.epochs=400", "--set", "train.state_every_s=0",
+            "--out", str(tmp_path / "out"), "--ray", "local"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.monotonic() + 300
+    while victim is None:  # the worker training seed 0, once it has saved a training state
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        states = list((tmp_path / "out" / "state").rglob("ssgan-6-seed0.pt"))
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+        workers = [int(line.split()[0]) for line in ps if "ray::ssgan, 6 labels, seed 0" in line]
+        if states and workers:
+            victim = workers[0]
+        time.sleep(0.2)
+    os.kill(victim, signal.SIGKILL)  # the worker dies mid-run, as with a lost node
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["complete"] and sorted(r["split_seed"] for r in summary["runs"]) == [0, 1]  # each seed once
+    client = mlflow.MlflowClient(server["uri"])
+    seed0 = client.get_run(next(r["run_id"] for r in summary["runs"] if r["split_seed"] == 0))
+    assert seed0.info.status == "FINISHED" and "resumed_after_epoch" in seed0.data.tags  # went on from its state
+    children = client.search_runs([seed0.info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
+    assert len(children) == 2  # the retry recorded into the same run, not a new one
+
+
+def test_ctrl_c_on_the_driver_cancels_the_tasks_and_resume_with_ray_finishes_them(server, tmp_path, npz_path):  # noqa: F811
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "ssgan", "-q", "compare", "-c", SMOKE, "--labels", "6", "--seeds", "2", "--methods",
+            "ssgan,label_spreading", "--set", "data.name=npz", "--set", f"data.path={npz_path}",
+            "--set", "tracking.experiment=ray-stop", "--set", "tracking.sample_every=0", "--set", "train.epochs=400",
+            "--set", "train.state_every_s=0", "--out", str(tmp_path / "out"), "--ray", "local"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "out" / "state").rglob("ssgan-6-seed*.pt")):  # training, with a state saved
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # as Ctrl-C
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    first = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert not first["complete"]
+    again = subprocess.run(args + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["complete"] and summary["parent_run_id"] == first["parent_run_id"]
+    assert sorted((r["method"], r["split_seed"]) for r in summary["runs"]) == [
+        ("label_spreading", 0), ("label_spreading", 1), ("ssgan", 0), ("ssgan", 1)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +20,7 @@ from typing import Any, Optional
 from ssgan.config import Config, from_dict, to_dict
 from ssgan.errors import ConfigError, SSGANError
 from ssgan.experiments.runs import child_runs, describe_run, fail_run, run_one
+from ssgan.training.resume import stop_on_sigterm
 
 log = logging.getLogger("ssgan")
 
@@ -60,6 +62,8 @@ def connect(options: RayOptions):
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SSGANError(f"--ray {options.address}: cannot connect to the Ray cluster ({str(e).splitlines()[0]}); "
                              "start it with `ray start --head` or give its address") from None
+        if threading.current_thread() is threading.main_thread():
+            stop_on_sigterm()  # ray.init put its own SIGTERM handler (exit at once) in place of ssgan's (Ctrl-C)
     return ray
 
 
@@ -105,7 +109,9 @@ def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experimen
              options.cpus_per_run, gpus)
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # back in Python each second: Ctrl-C
+            if not done:
+                continue
             what, run_ids, count = pending.pop(done[0])
             try:
                 ray.get(done[0])
@@ -120,4 +126,8 @@ def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experimen
             ray.cancel(ref)
             for run_id in run_ids:
                 fail_run(client, run_id, "KILLED", "interrupted by the user")
+        log.warning("%d run(s) cancelled on Ray", len(pending))
         raise
+    finally:
+        if options.local:
+            ray.shutdown()  # this machine's Ray instance ends with the comparison
