@@ -177,9 +177,16 @@ def _seed_list(text: str) -> list[int]:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the base config.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="ablation", show_default=True,
               help="Folder for the table (ablation.md), its data (ablation.json) and its chart (ablation.png).")
-def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run every (variant, seed) as a Ray task: 'local', 'auto' "
+              "or ray://HOST:10001 (as compare --ray).")
+@click.option("--cpus-per-run", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="With --ray: CPUs per run (and the run's torch threads).")
+@click.option("--gpus-per-run", type=click.FloatRange(min=0.0), help="With --ray: GPUs per run (default 1 when "
+              "the cluster has GPUs, else 0).")
+def ablate(config_path, tricks, seeds, overrides, out_dir, ray_address, cpus_per_run, gpus_per_run) -> None:
     """Train the base config and one variant per trick (toggled) over several seeds; report the differences."""
     from ssgan.experiments.ablate import TOGGLES, run_ablation
+    from ssgan.experiments.cluster import RayOptions
     from ssgan.experiments.origin import ConfigOrigin
 
     names = [t.strip() for t in tricks.split(",") if t.strip()]
@@ -187,7 +194,10 @@ def ablate(config_path, tricks, seeds, overrides, out_dir) -> None:
         raise SSGANError(f"--tricks is empty; choose from {', '.join(TOGGLES)}")
     cfg = load_config(config_path, overrides)
     _out_folder(out_dir)
-    summary = run_ablation(cfg, names, seeds, out_dir, origin=ConfigOrigin.of(cfg, config_path, overrides))
+    if ray_address is None and (gpus_per_run is not None or cpus_per_run != 1.0):
+        raise SSGANError("--cpus-per-run and --gpus-per-run go with --ray ADDRESS")
+    ray = RayOptions(ray_address, cpus_per_run, gpus_per_run) if ray_address else None
+    summary = run_ablation(cfg, names, seeds, out_dir, origin=ConfigOrigin.of(cfg, config_path, overrides), ray=ray)
     click.echo((Path(out_dir) / "ablation.md").read_text(), nl=False)
     click.echo(f"parent run {summary['parent_run_id']}; table, JSON and chart in {out_dir}/", err=True)
 

@@ -118,3 +118,25 @@ def test_ctrl_c_on_the_driver_cancels_the_tasks_and_resume_with_ray_finishes_the
     assert summary["complete"] and summary["parent_run_id"] == first["parent_run_id"]
     assert sorted((r["method"], r["split_seed"]) for r in summary["runs"]) == [
         ("label_spreading", 0), ("label_spreading", 1), ("ssgan", 0), ("ssgan", 1)]
+
+
+def test_an_ablation_on_local_ray_equals_the_sequential_one(server, tmp_path, npz_path):  # noqa: F811
+    def ablate(out: Path, experiment: str, *extra: str) -> dict:
+        args = [sys.executable, "-m", "ssgan", "-q", "ablate", "-c", SMOKE, "--tricks", "label_smoothing", "--seeds", "2",
+                "--set", "data.name=npz", "--set", f"data.path={npz_path}", "--set", "data.labels=6",
+                "--set", f"tracking.experiment={experiment}", "--set", "tracking.sample_every=0", "--out", str(out), *extra]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"], "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((out / "ablation.json").read_text())
+
+    a = ablate(tmp_path / "seq", "ablate-seq")
+    b = ablate(tmp_path / "ray", "ablate-ray", "--ray", "local")
+    accuracy = lambda s: {(r["variant"], r["seed"]): r["test_accuracy"] for r in s["runs"]}  # noqa: E731
+    assert len(accuracy(b)) == 4 and accuracy(a) == accuracy(b) and b["complete"]
+    import mlflow
+
+    client = mlflow.MlflowClient(server["uri"])
+    children = client.search_runs([client.get_experiment_by_name("ablate-ray").experiment_id],
+                                  f"tags.mlflow.parentRunId = '{b['parent_run_id']}'")
+    assert len(children) == 4 and sorted({r.data.tags["variant"] for r in children}) == sorted({r["variant"] for r in b["runs"]})

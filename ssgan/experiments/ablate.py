@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 from ssgan.config import Config, flatten, replace
 from ssgan.errors import ConfigError
+from ssgan.experiments.cluster import RayOptions, check_store, train_on_ray
 from ssgan.experiments.origin import ConfigOrigin
 from ssgan.nets.models import check_tricks_apply
 from ssgan.evaluation.stats import mean_std, paired_ci
@@ -65,13 +66,19 @@ def variants(base: Config, tricks: Sequence[str]) -> list[Variant]:
 
 
 def run_ablation(base: Config, tricks: Sequence[str], seeds: int, out_dir: Optional[str | Path] = None,
-                 progress: Optional[bool] = None, origin: Optional[ConfigOrigin] = None) -> dict[str, Any]:
+                 progress: Optional[bool] = None, origin: Optional[ConfigOrigin] = None,
+                 ray: Optional[RayOptions] = None) -> dict[str, Any]:
     """Train every variant for split seeds 0..seeds-1; write ablation.{json,md,png} and log them. `origin`:
-    the config file and --set overrides `base` came from, tagged on the parent run and stated in ablation.md."""
+    the config file and --set overrides `base` came from, tagged on the parent run and stated in ablation.md.
+    `ray`: every run is a Ray task (ssgan/experiments/cluster.py) into a child run the driver creates."""
     import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from ssgan.tracking.run import run_training
-    from ssgan.tracking.store import use_store
+    from ssgan.tracking.run import new_run, run_training
+    from ssgan.tracking.store import resolve_uri, use_store
+
+    if ray is not None:
+        check_store(resolve_uri(base.tracking.uri), ray)
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -83,15 +90,25 @@ def run_ablation(base: Config, tricks: Sequence[str], seeds: int, out_dir: Optio
     runs: list[dict[str, Any]] = []
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"ablate {','.join(tricks)}") as parent:
         mlflow.set_tags({"kind": "ablation", "tricks": ",".join(tricks), "seeds": str(seeds), **origin.tags()})
+        grid = [(v, seed, replace(v.cfg, **{"data.split_seed": seed, "train.seed": seed,
+                                            "tracking.run_name": f"{v.name} · seed {seed}"}))
+                for v in todo for seed in range(seeds)]
+        remote: dict[tuple[str, int], dict[str, Any]] = {}
+        if ray is not None:  # all at once on Ray; the table below is then written from their summaries
+            jobs = [(f"{v.name} · seed {seed}", cfg, new_run(experiment_id, cfg.tracking.run_name, nested=False, tags={
+                MLFLOW_PARENT_RUN_ID: parent.info.run_id, "variant": v.name}), {"variant": v.name})
+                for v, seed, cfg in grid]
+            remote = {(v.name, seed): s for (v, seed, _), s in zip(grid, train_on_ray(jobs, ray, mlflow.get_tracking_uri()))}
         for variant in todo:
             for seed in range(seeds):
-                cfg = replace(variant.cfg, **{"data.split_seed": seed, "train.seed": seed,
-                                              "tracking.run_name": f"{variant.name} · seed {seed}"})
+                cfg = next(c for v, s_, c in grid if v is variant and s_ == seed)
                 start = time.perf_counter()
-                s = run_training(cfg, progress=progress, nested=True, tags={"variant": variant.name})
+                s = remote.get((variant.name, seed)) or run_training(cfg, progress=progress, nested=True,
+                                                                     tags={"variant": variant.name})
                 runs.append({"variant": variant.name, "seed": seed, "test_accuracy": s["test_accuracy"],
                              "stop_reason": s["stop_reason"], "watchdog_warnings": s["watchdog_warnings"],
-                             "seconds": time.perf_counter() - start, "run_id": s["run_id"]})
+                             "seconds": s["wall_clock_seconds"] if remote else time.perf_counter() - start,
+                             "run_id": s["run_id"]})
                 log.warning("%-24s seed %d  accuracy %.4f  (%s)", variant.name, seed, s["test_accuracy"], s["stop_reason"])
             done = [v.name for v in todo[: todo.index(variant) + 1]]
             summary = {"parent_run_id": parent.info.run_id, "tricks": list(tricks), "seeds": seeds,

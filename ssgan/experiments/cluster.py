@@ -131,3 +131,44 @@ def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experimen
     finally:
         if options.local:
             ray.shutdown()  # this machine's Ray instance ends with the comparison
+
+
+def train_task(cfg_dict: dict[str, Any], run_id: str, tags: dict[str, str], uri: str, threads: int) -> dict[str, Any]:
+    """One network run (`run_training`) on a Ray worker, into the run the driver created; returns its summary."""
+    import mlflow
+    import torch
+
+    from ssgan.tracking.run import run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, threads))
+    mlflow.set_tracking_uri(uri)
+    return run_training(from_dict(cfg_dict), progress=False, run_id=run_id, tags=tags)
+
+
+def train_on_ray(jobs: list[tuple[str, Config, str, dict[str, str]]], options: RayOptions,
+                 uri: str) -> list[dict[str, Any]]:
+    """Train each (name, config, run id, tags) of `jobs` as a Ray task; returns their summaries in the order
+    of `jobs`. A task that fails for good raises its error here; Ctrl-C cancels the rest."""
+    ray = connect(options)
+    gpus = options.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    task = ray.remote(train_task)
+    refs = [task.options(name=name, num_cpus=options.cpus_per_run, num_gpus=gpus, max_retries=RETRIES,
+                         retry_exceptions=False).remote(to_dict(cfg), run_id, tags, uri, int(options.cpus_per_run))
+            for name, cfg, run_id, tags in jobs]
+    log.info("%d run(s) submitted to Ray at %s", len(refs), options.address)
+    try:
+        waiting = list(refs)
+        while waiting:
+            _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=1.0)  # back in Python each second
+        return ray.get(refs)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref)
+        raise
+    finally:
+        if options.local:
+            ray.shutdown()
