@@ -25,6 +25,7 @@ import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,15 +36,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def delaying_proxy(upstream: int, delay: float, seen: Counter) -> ThreadingHTTPServer:
+def delaying_proxy(upstream: int, delay: float = 0.0, seen: Optional[Counter] = None,
+                   hang: Optional[threading.Event] = None) -> ThreadingHTTPServer:
     """An HTTP proxy on a free loopback port that forwards each request to 127.0.0.1:UPSTREAM and holds the
-    response for `delay` seconds; `seen` counts the requests by method and path."""
+    response for `delay` seconds; `seen` counts the requests by method and path. While `hang` is set, requests
+    are taken and left unanswered (a store behind a dead network path: no refusal, only silence)."""
 
     class Handler(BaseHTTPRequestHandler):
         def forward(self) -> None:
             path = self.path.split("?")[0]
-            seen[f"{self.command} {path if 'mlflow-artifacts' not in path else path.split('/artifacts/')[0] + '/artifacts/...'}"] += 1
+            if seen is not None:
+                seen[f"{self.command} {path if 'mlflow-artifacts' not in path else path.split('/artifacts/')[0] + '/artifacts/...'}"] += 1
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            while hang is not None and hang.is_set():
+                time.sleep(0.5)
             conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=300)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
             conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -64,7 +70,13 @@ def delaying_proxy(upstream: int, delay: float, seen: Counter) -> ThreadingHTTPS
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    class Proxy(ThreadingHTTPServer):
+        daemon_threads = True  # requests held by `hang` do not keep the process
+
+        def handle_error(self, request, client_address) -> None:  # a client that gave up: nothing to say
+            pass
+
+    server = Proxy(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

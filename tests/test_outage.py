@@ -9,12 +9,12 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from bench.slow_store import delaying_proxy
 from tests.test_server import START_TIMEOUT, free_port, wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,47 +158,10 @@ def test_a_server_that_stays_away_ends_the_run_locally_and_ssgan_sync_sends_the_
     assert again.returncode == 0 and again.stdout.startswith("nothing to send")
 
 
-def hanging_proxy(upstream: str, hang: threading.Event, stopped: threading.Event) -> ThreadingHTTPServer:
-    """A proxy in front of `upstream` that, once `hang` is set, takes requests and never answers them (a store
-    behind a dead network path: no refusal, only silence)."""
-    import http.client
-
-    class Handler(BaseHTTPRequestHandler):
-        def forward(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            while hang.is_set():
-                time.sleep(1)
-            if stopped.is_set():
-                return  # the test is over: no answer at all
-            host, port = upstream.removeprefix("http://").split(":")
-            conn = http.client.HTTPConnection(host, int(port), timeout=60)
-            conn.request(self.command, self.path, body=body or None,
-                         headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")})
-            response = conn.getresponse()
-            payload = response.read()
-            self.send_response(response.status)
-            for k, v in response.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
-
-        def log_message(self, *args) -> None:
-            pass
-
-    proxy = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    proxy.daemon_threads = True
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    return proxy
-
-
 def test_sigterm_while_the_store_hangs_ends_the_wait_at_once(up, tmp_path, npz_path):
     server = up
-    hang, stopped = threading.Event(), threading.Event()
-    proxy = hanging_proxy(server.uri, hang, stopped)
+    hang = threading.Event()
+    proxy = delaying_proxy(server.port, hang=hang)
     try:
         out = tmp_path / "out"
         training = Training(f"http://127.0.0.1:{proxy.server_address[1]}", out, npz_path, end_wait=600)
@@ -214,6 +177,5 @@ def test_sigterm_while_the_store_hangs_ends_the_wait_at_once(up, tmp_path, npz_p
         assert any(f"send them with: ssgan sync {out}" in line for line in training.lines), training.output()
         assert json.loads((out / "summary.json").read_text())["not_in_mlflow"]["records"] > 0
     finally:
-        stopped.set()
         hang.clear()
         proxy.shutdown()

@@ -67,10 +67,9 @@ def connect(options: RayOptions):
     return ray
 
 
-def run_task(cfg_dict: dict[str, Any], method: str, budget: str, seeds: list[int], experiment_id: str,
-             parent_id: str, members: int, states: Optional[str], run_ids: list[str], uri: str, threads: int) -> str:
-    """One comparison run on a Ray worker: the same `run_one` a sequential comparison calls, into the child
-    runs the driver created. Returns the run's description."""
+def on_worker(uri: str, threads: int) -> None:
+    """A Ray worker set up as the driver's process is: log lines (Ray prefixes them with the task's run and
+    sends them to the driver), torch threads, the MLflow store."""
     import mlflow
     import torch
 
@@ -78,9 +77,24 @@ def run_task(cfg_dict: dict[str, Any], method: str, budget: str, seeds: list[int
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, threads))
     mlflow.set_tracking_uri(uri)
+
+
+def run_task(cfg_dict: dict[str, Any], method: str, budget: str, seeds: list[int], experiment_id: str,
+             parent_id: str, members: int, states: Optional[str], run_ids: list[str], uri: str, threads: int) -> str:
+    """One comparison run on a Ray worker: the same `run_one` a sequential comparison calls, into the child
+    runs the driver created. Returns the run's description."""
+    on_worker(uri, threads)
     run_one(from_dict(cfg_dict), method, budget, seeds, experiment_id, parent_id, False, members,
-             Path(states) if states else None, run_ids)
+            Path(states) if states else None, run_ids)
     return describe_run(method, budget, seeds)
+
+
+def run_options(ray, options: RayOptions) -> dict[str, Any]:
+    """The Ray task options of one run: its resources; retried when its worker or node dies, not when it raises."""
+    gpus = options.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"num_cpus": options.cpus_per_run, "num_gpus": gpus, "max_retries": RETRIES, "retry_exceptions": False}
 
 
 def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experiment_id: str, parent_id: str,
@@ -91,22 +105,17 @@ def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experimen
     import mlflow
 
     ray = connect(options)
-    gpus = options.gpus_per_run
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    task = ray.remote(run_task)
+    task, each = ray.remote(run_task), run_options(ray, options)
     client = mlflow.MlflowClient()
     pending: dict[Any, tuple[str, list[str], int]] = {}
     for method, budget, seeds in batches:
         run_ids = child_runs(cfg, method, budget, seeds, experiment_id, parent_id, states)
         what = describe_run(method, budget, seeds)
-        ref = task.options(name=what, num_cpus=options.cpus_per_run, num_gpus=gpus, max_retries=RETRIES,
-                           retry_exceptions=False).remote(
-            to_dict(cfg), method, budget, seeds, experiment_id, parent_id, members, str(states) if states else None,
-            run_ids, uri, int(options.cpus_per_run))
+        ref = task.options(name=what, **each).remote(to_dict(cfg), method, budget, seeds, experiment_id, parent_id,
+                                                     members, str(states) if states else None, run_ids, uri,
+                                                     int(options.cpus_per_run))
         pending[ref] = (what, run_ids, len(seeds))
-    log.info("%d run(s) submitted to Ray at %s (%g CPU, %g GPU each)", len(pending), options.address,
-             options.cpus_per_run, gpus)
+    log.info("%d run(s) submitted to Ray at %s", len(pending), options.address)
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # back in Python each second: Ctrl-C
@@ -135,15 +144,9 @@ def run_on_ray(cfg: Config, batches: list[tuple[str, str, list[int]]], experimen
 
 def train_task(cfg_dict: dict[str, Any], run_id: str, tags: dict[str, str], uri: str, threads: int) -> dict[str, Any]:
     """One network run (`run_training`) on a Ray worker, into the run the driver created; returns its summary."""
-    import mlflow
-    import torch
-
     from ssgan.tracking.run import run_training
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    torch.set_num_threads(max(1, threads))
-    mlflow.set_tracking_uri(uri)
+    on_worker(uri, threads)
     return run_training(from_dict(cfg_dict), progress=False, run_id=run_id, tags=tags)
 
 
@@ -152,12 +155,8 @@ def train_on_ray(jobs: list[tuple[str, Config, str, dict[str, str]]], options: R
     """Train each (name, config, run id, tags) of `jobs` as a Ray task; returns their summaries in the order
     of `jobs`. A task that fails for good raises its error here; Ctrl-C cancels the rest."""
     ray = connect(options)
-    gpus = options.gpus_per_run
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    task = ray.remote(train_task)
-    refs = [task.options(name=name, num_cpus=options.cpus_per_run, num_gpus=gpus, max_retries=RETRIES,
-                         retry_exceptions=False).remote(to_dict(cfg), run_id, tags, uri, int(options.cpus_per_run))
+    task, each = ray.remote(train_task), run_options(ray, options)
+    refs = [task.options(name=name, **each).remote(to_dict(cfg), run_id, tags, uri, int(options.cpus_per_run))
             for name, cfg, run_id, tags in jobs]
     log.info("%d run(s) submitted to Ray at %s", len(refs), options.address)
     try:

@@ -49,10 +49,11 @@ class RunLogger:
     def params(self) -> dict[str, str]:
         return {k: param_value(v) for k, v in flatten(self.cfg).items()}
 
-    def artifact(self, what: str, name: str, write: Callable[[Path], None], folder: Optional[str] = None) -> None:
+    def artifact(self, what: str, name: str, write: Callable[[Path], None], folder: Optional[str] = None) -> str:
         """A file for the run's artifacts (under `folder`), written by `write(path)`; a failed upload is a warning
-        line and a count in the summary (`failed_uploads`), not the end of training."""
-        self.journal.add("file", self.run_id, files={name: write}, what=what, dir=folder)
+        line and a count in the summary (`failed_uploads`), not the end of training. Returns the file's place in
+        the spool."""
+        return self.journal.add("file", self.run_id, files={name: write}, what=what, dir=folder)[name]
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.journal.batch(self.run_id, tags=tags)
@@ -93,10 +94,10 @@ class RunLogger:
 
     def log_model(self, state: dict[str, Any], x_example: torch.Tensor, register: Optional[str], alias: str) -> None:
         """The checkpoint (an artifact) and the pyfunc model; `register`: then registered under that name."""
-        self.artifact("the checkpoint", "checkpoint.pt", lambda p: torch.save(state, p))
+        checkpoint = self.artifact("the checkpoint", "checkpoint.pt", lambda p: torch.save(state, p))
         self.journal.add("model", self.run_id, what="the model", params=self.params(), retire=self.resumed,
-                         files={"checkpoint.pt": lambda p: torch.save(state, p),
-                                "example.pt": lambda p: torch.save(x_example[:4].cpu().clone(), p)})
+                         checkpoint=checkpoint,  # the model is made from the same file, written once
+                         files={"example.pt": lambda p: torch.save(x_example[:4].cpu().clone(), p)})
         if register:
             self.journal.add("register", self.run_id, what=f"the registration as {register!r}", name=register,
                              alias=alias)

@@ -95,11 +95,11 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
         wait = job.cfg.tracking.end_wait
         if any(t.stop_reason == "interrupted" for t in trained):  # a stop request: answered in seconds
             wait = min(wait, INTERRUPTED_WAIT)
-        left = finish_sending(sender, wait, spool, run_ids)
+        left, folder = finish_sending(sender, wait, spool, run_ids)
         summaries = [sender.completed(s, s["run_id"]) for s in summaries]
         if left:
             for s in summaries:
-                s["not_in_mlflow"] = {"records": left, "spool": str(left_in(spool, run_ids))}
+                s["not_in_mlflow"] = {"records": left, "spool": str(folder)}
         end_state(state_path, job.stop_reason)
     for i, summary in enumerate(summaries):
         write_summary(summary, out_dir, job.summary_file(i))
@@ -111,13 +111,21 @@ def spool_folder(state_path: Optional[Path]) -> Path:
     temporary folder (moved to the working directory by `left_in` when something is left in it)."""
     if state_path is not None:  # one spool per state: a comparison's runs on Ray workers train side by side
         return state_path.parent / (SPOOL if state_path.name == STATE_FILE else f"{SPOOL}-{state_path.stem}")
-    return Path(tempfile.mkdtemp(prefix="ssgan-")) / SPOOL
+    return Path(tempfile.mkdtemp(prefix=TEMPORARY)) / SPOOL
+
+
+TEMPORARY = "ssgan-spool-"
+
+
+def temporary(spool: Path) -> bool:
+    """Whether `spool` is the temporary one of a run without --out."""
+    return spool.parent.name.startswith(TEMPORARY) and spool.parent.parent == Path(tempfile.gettempdir())
 
 
 def left_in(spool: Path, run_ids: list[str]) -> Path:
     """The folder `ssgan sync` takes for records left in `spool`: its OUT, or, for a run without --out, the
     spool moved from its temporary place to ./mlflow-spool-<run id>."""
-    if not spool.parent.name.startswith("ssgan-") or spool.parent.parent != Path(tempfile.gettempdir()):
+    if not temporary(spool):
         return spool.parent
     kept = Path.cwd() / f"{SPOOL}-{run_ids[0][:8]}"
     if spool.exists():
@@ -151,16 +159,18 @@ def end_runs(journal: Journal, run_ids: list[str], status: str) -> None:
                 log.warning("could not mark run %s as %s in MLflow: %s (%s)", r, status, store_failure(store_error), e)
 
 
-def finish_sending(sender: Sender, wait: float, spool: Path, run_ids: list[str]) -> int:
-    """Wait at most `wait` seconds for the records to reach the store; returns how many did not, and says in
-    one line how to send them."""
+def finish_sending(sender: Sender, wait: float, spool: Path, run_ids: list[str]) -> tuple[int, Optional[Path]]:
+    """Wait at most `wait` seconds for the records to reach the store; returns how many did not and the
+    folder `ssgan sync` takes for them (None when all were sent), and says so in one line."""
     left = sender.close(wait)
-    if not left and spool.parent.name.startswith("ssgan-") and spool.parent.parent == Path(tempfile.gettempdir()):
-        shutil.rmtree(spool.parent, ignore_errors=True)  # a run without --out: its temporary spool
-    if left:
-        log.warning("%d record(s) not in MLflow (%s); send them with: ssgan sync %s", left,
-                    sender.outage or "the store did not take them in time", left_in(spool, run_ids))
-    return left
+    if not left:
+        if temporary(spool):
+            shutil.rmtree(spool.parent, ignore_errors=True)  # a run without --out: its temporary spool
+        return 0, None
+    folder = left_in(spool, run_ids)
+    log.warning("%d record(s) not in MLflow (%s); send them with: ssgan sync %s", left,
+                sender.outage or "the store did not take them in time", folder)
+    return left, folder
 
 
 def run_training(cfg: Config, out_dir: Optional[str | Path] = None, progress: Optional[bool] = None,

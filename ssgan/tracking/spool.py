@@ -60,9 +60,11 @@ class Journal:
         with open(self.path, "w") as f:
             f.write(json.dumps({"uri": uri, "experiment_id": experiment_id}) + "\n")
 
-    def add(self, op: str, run: str, files: Optional[dict[str, Callable[[Path], None]]] = None, **fields: Any) -> None:
+    def add(self, op: str, run: str, files: Optional[dict[str, Callable[[Path], None]]] = None,
+            **fields: Any) -> dict[str, str]:
         """Append record `op` for `run`; `files` maps a name to a function that writes that file (given its path),
-        kept under the journal's folder for the sender."""
+        kept under the journal's folder for the sender. Returns where each file is (relative to the folder),
+        for a later record that reads the same file."""
         with self.lock:
             self.seq += 1
             names = {}
@@ -75,6 +77,7 @@ class Journal:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
             self.added.notify_all()
+        return names
 
     def batch(self, run: str, metrics: Optional[dict[str, float]] = None, step: int = 0,
               params: Optional[dict[str, str]] = None, tags: Optional[dict[str, str]] = None) -> None:
@@ -315,7 +318,7 @@ class Sender:
 
         from ssgan.serving.pyfunc import log_pyfunc
 
-        state = torch.load(self.file(e, "checkpoint.pt"), map_location="cpu", weights_only=False)
+        state = torch.load(self.path.parent / e["checkpoint"], map_location="cpu", weights_only=False)
         example = torch.load(self.file(e, "example.pt"), map_location="cpu")
         retire = e["retire"] or self.uncertain([e])  # a resumed run's earlier model, or one this record began
         made = self.results.get(e["run"], {})
