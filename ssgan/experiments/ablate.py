@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 from ssgan.config import Config, flatten, replace
 from ssgan.errors import ConfigError
-from ssgan.experiments.cluster import RayOptions, check_store, train_on_ray
+from ssgan.experiments.cluster import RayOptions, check_store, connect, train_on_ray
 from ssgan.experiments.origin import ConfigOrigin
 from ssgan.nets.models import check_tricks_apply
 from ssgan.evaluation.stats import mean_std, paired_ci
@@ -79,6 +79,7 @@ def run_ablation(base: Config, tricks: Sequence[str], seeds: int, out_dir: Optio
 
     if ray is not None:
         check_store(resolve_uri(base.tracking.uri), ray)
+        connect(ray)  # an unreachable cluster fails here, before the parent run is opened
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -54,11 +55,13 @@ def connect(options: RayOptions):
         raise SSGANError("--ray needs Ray: pip install 'ssgan[ray]'") from None
     if not ray.is_initialized():
         try:
-            if options.local:
-                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                         logging_level=logging.WARNING)
-            else:
-                ray.init(address=options.address, log_to_driver=True, logging_level=logging.WARNING)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Ray's own notes on a timed-out client: the error below says it
+                if options.local:
+                    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                             logging_level=logging.WARNING)
+                else:
+                    ray.init(address=options.address, log_to_driver=True, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SSGANError(f"--ray {options.address}: cannot connect to the Ray cluster ({str(e).splitlines()[0]}); "
                              "start it with `ray start --head` or give its address") from None

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
-from ssgan.experiments.cluster import RayOptions, check_store, run_on_ray
+from ssgan.experiments.cluster import RayOptions, check_store, connect, run_on_ray
 from ssgan.experiments.origin import ConfigOrigin
 from ssgan.experiments.plan import ALL, ENSEMBLE, MODES, Plan
 from ssgan.experiments.runs import run_config, run_one
@@ -86,6 +86,7 @@ def run_comparison(cfg: Config, plan: Plan, out_dir: str | Path = "compare", res
     origin = origin or ConfigOrigin.of(cfg, "a Config passed to run_comparison")
     if ray is not None:
         check_store(resolve_uri(cfg.tracking.uri), ray)
+        connect(ray)  # an unreachable cluster fails here, before the parent run is opened
     experiment_id = use_store(cfg)  # an unreachable tracking server fails here, before any training
     state_root = Path(state_dir) if state_dir is not None else Path(out_dir) / "state"
     lock = state_root / f"compare-{fingerprint(cfg, plan)}"  # the same comparison in the same OUT
