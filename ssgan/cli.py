@@ -120,15 +120,30 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
     digits with 100 labels (split seed 0), the MLP of Salimans et al. 2016 for MNIST, 10 epochs, in the
     MLflow experiment "ssgan".
     """
+    from ssgan.training.distributed import launched, leave
     from ssgan.training.resume import stop_on_sigterm
-    from ssgan.tracking.run import run_training, run_training_seeds
     from ssgan.serving.pyfunc import check_alias
 
     check_alias(alias)
     stop_on_sigterm()
+    world = launched()  # under torchrun: one run on world.size processes; rank 0 records it and speaks
+    if not world.main:
+        logging.getLogger("ssgan").setLevel(logging.WARNING)
+    if world.spread and (seeds is not None or members is not None):
+        raise SSGANError(f"torchrun trains one run on {world.size} processes: drop --seeds / --members (or train them "
+                         "without torchrun)")
     overrides = list(overrides) + ([f"mode={mode}"] if mode else [])
     cfg = load_config(config_path, overrides)
     _out_folder(out_dir)
+    try:
+        _train(cfg, out_dir, register_name, alias, seeds, members, resume, world.main)
+    finally:
+        leave()
+
+
+def _train(cfg, out_dir, register_name, alias, seeds, members, resume, main: bool) -> None:
+    from ssgan.tracking.run import run_training, run_training_seeds
+
     keys = ("run_id", "mode", "labels", "test_accuracy", "stop_reason") + (("registered_model",) if register_name else ())
     if members is not None:
         from ssgan.tracking.ensemble import run_ensemble
@@ -146,9 +161,10 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         click.echo(json.dumps([{"split_seed": s["split_seed"], **{k: s[k] for k in keys}} for s in summaries]))
     else:
         summaries = [run_training(cfg, out_dir, register=register_name, alias=alias, resume=resume)]
-        click.echo(json.dumps({k: summaries[0][k] for k in keys}))
+        if main:  # under torchrun rank 0 speaks for the run
+            click.echo(json.dumps({k: summaries[0][k] for k in keys}))
     failed = [s for s in summaries if s["stop_reason"] not in ("completed", "interrupted")]
-    for s in failed:  # the watchdog stopped it: one line each
+    for s in failed if main else []:  # the watchdog stopped it: one line each
         seed = f"seed {s['split_seed']} " if len(summaries) > 1 else ""
         click.echo(f"{seed}stopped early ({s['stop_reason']}): {s['stop_message']}; the last good epoch's weights "
                    f"and all metrics are in run {s['run_id']}", err=True)
@@ -158,6 +174,15 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
         sys.exit(EXIT_INTERRUPTED)
     if any("not_in_mlflow" in s for s in summaries):  # trained; said in one line what waits and how to send it
         sys.exit(EXIT_NOT_IN_MLFLOW)
+
+
+def _one_process(command: str) -> None:
+    """Commands of many runs are started once: torchrun spreads one run over processes, --ray spreads many runs."""
+    from ssgan.training.distributed import launched
+
+    if launched().spread:
+        raise SSGANError(f"ssgan {command} trains many runs: start it once, not under torchrun (spread its runs over "
+                         "machines with --ray)")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -185,6 +210,7 @@ def _seed_list(text: str) -> list[int]:
               "the cluster has GPUs, else 0).")
 def ablate(config_path, tricks, seeds, overrides, out_dir, ray_address, cpus_per_run, gpus_per_run) -> None:
     """Train the base config and one variant per trick (toggled) over several seeds; report the differences."""
+    _one_process("ablate")
     from ssgan.experiments.ablate import TOGGLES, run_ablation
     from ssgan.experiments.cluster import RayOptions
     from ssgan.experiments.origin import ConfigOrigin
@@ -230,6 +256,7 @@ def ablate(config_path, tricks, seeds, overrides, out_dir, ray_address, cpus_per
 def compare(config_path, budgets, seeds, methods, overrides, out_dir, resume, seeds_at_once, members, ray_address,
             cpus_per_run, gpus_per_run, state_dir) -> None:
     """Train and evaluate every method on every label budget x split seed, on the same splits; report the gain."""
+    _one_process("compare")
     from ssgan.experiments.cluster import RayOptions
     from ssgan.experiments.compare import run_comparison
     from ssgan.experiments.origin import ConfigOrigin

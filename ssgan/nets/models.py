@@ -413,9 +413,10 @@ def check_tricks_apply(cfg: ModelConfig, tricks: TricksConfig) -> None:
                               "use model.arch=conv")
 
 
-def sample_noise(n: int, noise_dim: int, device: torch.device | str) -> torch.Tensor:
+def sample_noise(n: int, noise_dim: int, device: torch.device | str,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """z ~ U(0, 1)^noise_dim, as in Salimans et al. 2016."""
-    return torch.rand(n, noise_dim, device=device)
+    return torch.rand(n, noise_dim, device=device, generator=generator)
 
 
 def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:

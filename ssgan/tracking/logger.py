@@ -17,6 +17,7 @@ from ssgan.config import Config, flatten, to_dict
 from ssgan.evaluation.figures import confused_examples_figure, confusion_figure, sample_grid
 from ssgan.evaluation.metrics import Evaluation
 from ssgan.tracking.spool import Journal
+from ssgan.training.distributed import launched
 
 log = logging.getLogger("ssgan")
 
@@ -47,7 +48,8 @@ class RunLogger:
         self._fixed_z: Optional[torch.Tensor] = None
 
     def params(self) -> dict[str, str]:
-        return {k: param_value(v) for k, v in flatten(self.cfg).items()}
+        """The resolved config, and how many processes train the run (torchrun's world size)."""
+        return {**{k: param_value(v) for k, v in flatten(self.cfg).items()}, "world_size": str(launched().size)}
 
     def artifact(self, what: str, name: str, write: Callable[[Path], None], folder: Optional[str] = None) -> str:
         """A file for the run's artifacts (under `folder`), written by `write(path)`; a failed upload is a warning

@@ -33,6 +33,7 @@ from ssgan.serving.checkpoint import make_checkpoint
 from ssgan.tracking.logger import RunLogger, run_name
 from ssgan.tracking.spool import SPOOL, Journal, Outage, Sender, journals, sync_folder
 from ssgan.tracking.store import resolve_uri, store_failure, use_store
+from ssgan.training.distributed import launched
 from ssgan.training.jobs import Job, OneRun, SeedsAtOnce, Trained
 from ssgan.training.resume import (STATE_FILE, check_state, describe, exclusive, load_state, remove_state,
                                    save_state)
@@ -53,6 +54,8 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
     if register and not job.cfg.tracking.log_model:
         raise ConfigError("--register needs the model to be logged; drop tracking.log_model=false")
     state_path = state_file(out_dir, state_path)
+    if not launched().main:  # under torchrun rank 0 records the run; the other ranks train beside it
+        return follow(job, state_path, resume)
     with exclusive(state_path):  # one process per state
         state = saved_state(state_path, resume)
         job.prepare()  # data and plan errors surface before a run is opened
@@ -104,6 +107,15 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
     for i, summary in enumerate(summaries):
         write_summary(summary, out_dir, job.summary_file(i))
     return summaries
+
+
+def follow(job: Job, state_path: Optional[Path], resume: bool) -> list[dict[str, Any]]:
+    """A rank other than 0 of a torchrun job: the same training, from the same saved state, recording nothing.
+    Returns what ends it (`stop_reason`, `stop_message`)."""
+    state = load_state(state_path) if resume and state_path is not None else None
+    job.prepare()
+    trained = job.train(state, None, lambda *_: None, progress=False)
+    return [{"stop_reason": t.stop_reason, "stop_message": t.stop_message} for t in trained]
 
 
 def spool_folder(state_path: Optional[Path]) -> Path:

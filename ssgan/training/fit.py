@@ -13,6 +13,7 @@ from ssgan.config import Config
 from ssgan.data.splits import Split
 from ssgan.nets.monitor import collapse_metrics
 from ssgan.training.batches import BatchSource, index_streams
+from ssgan.training.distributed import join
 from ssgan.training.ema import EMA, ema_metric
 from ssgan.training.loop import EpochLoop, fmt
 from ssgan.training.resume import Keeper, Parts
@@ -68,13 +69,15 @@ class SingleLoop(EpochLoop):
     def __init__(self, cfg: Config, split: Split, on_epoch: Optional[EpochCallback], resume: Optional[dict[str, Any]],
                  on_state: Optional[StateCallback]):
         t = cfg.train
-        device = resolve_device(t.device)
-        torch.manual_seed(t.seed)
+        world, device = join(resolve_device(t.device))  # under torchrun: this rank's place and device
+        self.world = world
+        torch.manual_seed(t.seed)  # the same on every rank: the same initial weights and batch-wide draws
         self.split, self.on_epoch = split, on_epoch
         self.data = data = BatchSource(split.x_train, split.y_train, device, t.data_on_device)  # on the device when it fits
         init_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed))[:500]
         x_probe, _ = data.get(init_idx)  # fixed real batch: weight-norm init and the collapse monitor
-        nets = prepare(build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe), cfg)
+        nets = prepare(build_nets(cfg, split.input_shape, split.num_classes, device, x_init=x_probe, world=world), cfg,
+                       world)
         ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
         self.evaluated = ema.model if ema else nets.D
         self.compared = [EMA(nets.D, d) for d in t.ema_compare]  # further averages, evaluated only (train.ema_compare)
@@ -89,12 +92,13 @@ class SingleLoop(EpochLoop):
         self.c_probe = torch.arange(256, device=device) % split.num_classes  # every class equally, for a conditional G
         watchdog = Watchdog(cfg.tricks.watchdog, device, adversarial=nets.G is not None)
         emas = ([ema] if ema else []) + self.compared
-        super().__init__(cfg, train_step, nets, emas, nets.D, watchdog, steps, total, nets.graphed, device)
+        super().__init__(cfg, train_step, nets, emas, nets.D, watchdog, steps, total, nets.graphed, device, world)
         self.result = TrainResult(classifier=self.evaluated, generator=nets.G)
         if resume is not None:
             self.result.history = list(resume["history"])
             log.info("resuming after epoch %d of %d", len(self.result.history), t.epochs)
-        parts = Parts(nets, emas, self.schedule, [self.lb_stream, self.ulb_stream, self.ulb2_stream], watchdog, device)
+        parts = Parts(nets, emas, self.schedule, [self.lb_stream, self.ulb_stream, self.ulb2_stream], watchdog, device,
+                      shared=nets.shard.generator)
         self.keeper = Keeper(parts, cfg, split.split_hash, self.epochs_done, self.result.history, resume, on_state)
 
     @property
@@ -102,13 +106,18 @@ class SingleLoop(EpochLoop):
         return len(self.result.history)
 
     def next_batch(self) -> tuple[Optional[torch.Tensor], ...]:
-        x_lb, y_lb = self.data.get(self.idx_lb[next(self.lb_stream)])
+        mine = self.world.shard  # under torchrun: this rank's rows of the global batch
+        x_lb, y_lb = self.data.get(self.idx_lb[mine(next(self.lb_stream))])
         if self.nets.G is None:
             return x_lb, y_lb, None, None
-        return x_lb, y_lb, self.data.inputs(next(self.ulb_stream)), self.data.inputs(next(self.ulb2_stream))
+        return x_lb, y_lb, self.data.inputs(mine(next(self.ulb_stream))), self.data.inputs(mine(next(self.ulb2_stream)))
 
-    def epoch_metrics(self, sums: torch.Tensor, epoch_start: float) -> dict[str, float]:
-        """Mean losses, test accuracy (EMA and raw weights), the collapse monitor, the learning rate."""
+    def epoch_metrics(self, sums: torch.Tensor, epoch_start: float) -> Optional[dict[str, float]]:
+        """Mean losses, test accuracy (EMA and raw weights), the collapse monitor, the learning rate; under
+        torchrun measured on rank 0 and sent to the others."""
+        return self.world.share(self.measure(sums, epoch_start) if self.world.main else None)
+
+    def measure(self, sums: torch.Tensor, epoch_start: float) -> dict[str, float]:
         nets, K, x_test, y_test = self.nets, self.split.num_classes, self.x_test, self.y_test
         metrics = {k: v / self.steps for k, v in zip(self.keys, sums.tolist())}
         metrics["test_accuracy"] = accuracy(self.evaluated, x_test, y_test, K)
@@ -127,6 +136,9 @@ class SingleLoop(EpochLoop):
 
     def watch(self, epochs_done: int, metrics: Optional[dict[str, float]] = None) -> bool:
         reason = self.watchdog.verdict(metrics.get("gen_diversity") if metrics else None)
+        reason, stop_requested = self.world.agree(reason)  # under torchrun: rank 0's verdict, any rank's Ctrl-C
+        if stop_requested:
+            raise KeyboardInterrupt
         if reason is None:
             return False
         if self.watchdog.cfg.action == "warn":

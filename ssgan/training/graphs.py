@@ -26,14 +26,15 @@ import torch
 
 from ssgan.config import Config
 from ssgan.errors import ConfigError
+from ssgan.training.distributed import World
 
 log = logging.getLogger("ssgan")
 
 
-def use_cuda_graph(cfg: Config, device: torch.device) -> bool:
+def use_cuda_graph(cfg: Config, device: torch.device, world: World = World()) -> bool:
     """train.cuda_graph: true (must work, else a ConfigError naming the reason), false, or null
     (= on when the device is a CUDA GPU and nothing in the config changes the step from step to step)."""
-    reason = _blocker(cfg, device)
+    reason = _blocker(cfg, device, world)
     if cfg.train.cuda_graph is None:
         return reason is None
     if cfg.train.cuda_graph and reason:
@@ -41,7 +42,9 @@ def use_cuda_graph(cfg: Config, device: torch.device) -> bool:
     return bool(cfg.train.cuda_graph)
 
 
-def _blocker(cfg: Config, device: torch.device) -> Optional[str]:
+def _blocker(cfg: Config, device: torch.device, world: World) -> Optional[str]:
+    if world.spread:  # DDP's gradient all-reduce and the batch-wide draws are not captured here
+        return f"torchrun runs {world.size} processes (a DistributedDataParallel step is not captured)"
     if cfg.train.compile:  # seen on an H200 (torch 2.11): the compiled step fails to capture; use one or the other
         return "train.compile is on (a compiled step does not capture: use train.compile or CUDA graphs)"
     if device.type != "cuda":

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssgan.config import Config
+from ssgan.training.distributed import STOP, World, local_seed, rank_failure
 from ssgan.training.graphs import GraphedStep
 from ssgan.training.resume import Keeper, interrupted_message
 from ssgan.training.tricks import Schedule, lr_factor, noise_scale, set_noise_scale
@@ -35,8 +36,9 @@ class EpochLoop:
     """Subclasses set up their networks, then call `EpochLoop.__init__`, and implement the four hooks."""
 
     def __init__(self, cfg: Config, train_step: StepFn, nets: Any, emas: list, noisy: nn.Module, watchdog: Watchdog,
-                 steps: int, total: int, graphed: bool, device: torch.device):
+                 steps: int, total: int, graphed: bool, device: torch.device, world: World = World()):
         self.cfg, self.train_step, self.nets, self.emas = cfg, train_step, nets, emas
+        self.world = world  # under torchrun: this rank's place (ssgan/training/distributed.py)
         self.noisy = noisy  # the module whose Gaussian-noise layers `tricks.noise_anneal` scales
         self.watchdog, self.steps, self.total = watchdog, steps, total
         t, tricks = cfg.train, cfg.tricks
@@ -79,6 +81,9 @@ class EpochLoop:
         """One train step and its bookkeeping, on the device (no host sync): what a CUDA graph replays."""
         losses = self.train_step(self.nets, self.cfg, *batch)
         stacked = torch.stack([v.float() for v in losses.values()])  # one tensor: a kernel per step, not per loss
+        if self.world.spread:  # under torchrun: the losses of the global batch, the same on every rank
+            stacked = self.world.mean(stacked)
+            losses = dict(zip(losses, stacked))
         self.watchdog.observe(losses, stacked)
         if self.keys:
             self.sums.add_(stacked)
@@ -90,35 +95,46 @@ class EpochLoop:
     def run(self, progress: Optional[bool] = None) -> bool:
         """Train the remaining epochs. Returns True when the watchdog stopped training and the networks were
         rolled back to the last good epoch."""
-        t, tricks = self.cfg.train, self.cfg.tricks
+        world = self.world
         try:
-            for epoch in range(self.epochs_done + 1, t.epochs + 1):
-                epoch_start = time.perf_counter()
-                self.sums.zero_()
-                for i in tqdm(range(self.steps), desc=f"epoch {epoch}/{t.epochs}", disable=quiet(progress), leave=False):
-                    batch = self.next_batch()
-                    if tricks.noise_anneal:
-                        set_noise_scale(self.noisy, noise_scale(tricks, (epoch - 1) * self.steps + i, self.total))
-                    self.run_step(*batch)
-                    self.schedule.step()
-                    for ema in self.emas:  # the evaluated average first, then train.ema_compare's
-                        ema.update(self.nets.D)
-                    if (i + 1) % self.check_every == 0 and self.watch(epoch - 1):
-                        break
-                if self.stop_reason != "completed":
-                    break
-                # Host sync once per epoch: read the summed losses and evaluate.
-                metrics = self.epoch_metrics(self.sums, epoch_start)
-                if self.watch(epoch - 1, metrics):
-                    break
-                self.epoch_done(epoch, metrics)
+            with STOP.deferred(world):  # under torchrun a stop request is one decision of all ranks (`watch`)
+                self.epochs(progress)
         except KeyboardInterrupt:
             self.stop_reason, self.stop_message = "interrupted", "interrupted by the user"
             log.warning("interrupted: %s", interrupted_message(self.epochs_done, self.keeper.good["epoch"]))
-        except Exception:  # a fault: the last good epoch's state is saved before the error goes on
+        except Exception as e:  # a fault: the last good epoch's state is saved before the error goes on
             self.keeper.save_on_error()
+            failure = rank_failure(e, world, self.keeper.good["epoch"])  # another rank's process ended
+            if failure is not None:
+                raise failure from None
             raise
         return self.keeper.stop(self.stop_reason)
+
+    def epochs(self, progress: Optional[bool]) -> None:
+        """The epochs after `epochs_done`, until the last or a stop."""
+        t, tricks = self.cfg.train, self.cfg.tricks
+        for epoch in range(self.epochs_done + 1, t.epochs + 1):
+            epoch_start = time.perf_counter()
+            if self.world.spread:  # this rank's own stream (dropout, noise layers), drawn again on a resume
+                torch.manual_seed(local_seed(t.seed, self.world.rank, epoch))
+            self.sums.zero_()
+            for i in tqdm(range(self.steps), desc=f"epoch {epoch}/{t.epochs}", disable=quiet(progress), leave=False):
+                batch = self.next_batch()
+                if tricks.noise_anneal:
+                    set_noise_scale(self.noisy, noise_scale(tricks, (epoch - 1) * self.steps + i, self.total))
+                self.run_step(*batch)
+                self.schedule.step()
+                for ema in self.emas:  # the evaluated average first, then train.ema_compare's
+                    ema.update(self.nets.D)
+                if (i + 1) % self.check_every == 0 and self.watch(epoch - 1):
+                    break
+            if self.stop_reason != "completed":
+                break
+            # Host sync once per epoch: read the summed losses and evaluate.
+            metrics = self.epoch_metrics(self.sums, epoch_start)
+            if self.watch(epoch - 1, metrics):
+                break
+            self.epoch_done(epoch, metrics)
 
     def cuda_graph(self) -> str:
         """off | on | failed: <reason> (train.cuda_graph, ssgan/training/graphs.py)."""

@@ -47,6 +47,7 @@ class Parts:
     watchdog: Any  # watchdog.Watchdog
     device: torch.device
     stopped: dict = field(default_factory=dict)  # seeds trained at once that the watchdog stopped: {index: why}
+    shared: Optional[torch.Generator] = None  # under torchrun: the batch-wide draws' stream, in place of the global one
 
 
 def capture(parts: Parts, epoch: int, history: list[dict[str, float]], seconds: float) -> dict[str, Any]:
@@ -61,8 +62,7 @@ def capture(parts: Parts, epoch: int, history: list[dict[str, float]], seconds: 
         "streams": [s.state_dict() for s in parts.streams],
         "watchdog": {"low_streak": wd.low_streak, "max_streak": wd.max_streak, "finite": wd.finite},
         "stopped": parts.stopped,
-        "rng": {"cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(parts.device) if parts.device.type == "cuda" else None},
+        "rng": rng_state(parts),
     }
     return copy.deepcopy(state)
 
@@ -86,9 +86,25 @@ def restore(parts: Parts, state: dict[str, Any]) -> None:
         getattr(wd, name).copy_(state["watchdog"][name])
     parts.stopped.clear()
     parts.stopped.update(copy.deepcopy(state.get("stopped", {})))
-    torch.set_rng_state(state["rng"]["cpu"])
-    if state["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], parts.device)
+    set_rng_state(parts, state["rng"])
+
+
+def rng_state(parts: Parts) -> dict[str, Optional[torch.Tensor]]:
+    """The random streams a resume continues: the global ones, where the batch-wide draws (z, ...) come from;
+    under torchrun the stream every rank holds for them takes the place of its device's (each rank's own
+    stream is seeded per epoch), so a state continues under any number of processes."""
+    shared, cuda = parts.shared, parts.device.type == "cuda"
+    return {"cpu": shared.get_state() if shared is not None and not cuda else torch.get_rng_state(),
+            "cuda": (shared.get_state() if shared is not None else torch.cuda.get_rng_state(parts.device)) if cuda
+            else None}
+
+
+def set_rng_state(parts: Parts, rng: dict[str, Optional[torch.Tensor]]) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None:
+        torch.cuda.set_rng_state(rng["cuda"], parts.device)
+    if parts.shared is not None:
+        parts.shared.set_state(rng["cuda"] if parts.device.type == "cuda" else rng["cpu"])
 
 
 class Keeper:

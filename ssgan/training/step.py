@@ -22,6 +22,7 @@ from ssgan.nets.losses import (conditional_entropy, feature_matching_loss, non_s
                                real_logit, supervised_loss)
 from ssgan.nets.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                                init_from_data, sample_noise)
+from ssgan.training.distributed import Shard, World, check_batch, data_parallel, shared_stream, sync_batch_norm
 from ssgan.training.graphs import use_cuda_graph
 from ssgan.training.tricks import make_optimizer, noise_scale, real_fake_targets, set_noise_scale
 
@@ -36,12 +37,15 @@ class Nets:
     fused: bool = False  # D's update in one forward (train.fused_d, and D has no batch norm)
     fused_g: bool = False  # G's feature matching: real and generated rows in one forward of D (train.fused_g)
     graphed: bool = False  # the step is replayed as a CUDA graph (train.cuda_graph, ssgan/training/graphs.py)
-    d_forward: Optional[Callable] = None  # D or torch.compile(D) (see `prepare`); the modules stay as they are
+    d_forward: Optional[Callable] = None  # D, torch.compile(D) or DDP(D) (see `prepare`); the modules stay as they are
     g_forward: Optional[Callable] = None
+    d_fixed: Optional[Callable] = None  # D's forward in G's update, where D is fixed: D itself under DDP
+    shard: Shard = Shard()  # this rank's part of the batch under torchrun (ssgan/training/distributed.py)
 
     def __post_init__(self):
         self.d_forward = self.d_forward or self.D
         self.g_forward = self.g_forward or self.G
+        self.d_fixed = self.d_fixed or self.d_forward
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,6 +60,7 @@ def check_plan(cfg: Config, split: Split) -> tuple[int, int]:
     """Checks that need the data: switches that do not apply to the model, a warm-up longer than
     training. Returns (steps per epoch, total steps). Called before an MLflow run is opened."""
     check_tricks_apply(cfg.model, cfg.tricks)
+    check_batch(cfg.train.batch_size)  # under torchrun: the global batch splits evenly over the processes
     steps = cfg.train.steps_per_epoch or max(1, len(split.x_train) // cfg.train.batch_size)
     total = steps * cfg.train.epochs
     if cfg.tricks.warmup_steps > total:
@@ -65,19 +70,23 @@ def check_plan(cfg: Config, split: Split) -> tuple[int, int]:
 
 
 def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, device: torch.device,
-               x_init: Optional[torch.Tensor] = None) -> Nets:
+               x_init: Optional[torch.Tensor] = None, world: World = World()) -> Nets:
     """D (and G in ssgan mode) with their optimizers; `x_init` is a batch of training inputs for the
-    data-dependent init of weight-normed layers (Salimans & Kingma 2016)."""
+    data-dependent init of weight-normed layers (Salimans & Kingma 2016). Under torchrun (`world`) their
+    batch norm is synchronised over the ranks."""
     t, tricks = cfg.train, cfg.tricks
-    graphed = use_cuda_graph(cfg, device)
+    graphed = use_cuda_graph(cfg, device, world)
     D = build_discriminator(cfg.model, input_shape, num_classes, tricks).to(device)
     if cfg.model.data_init and x_init is not None:
         init_from_data(D, x_init)
+    if world.spread:
+        D = sync_batch_norm(D, device)
     set_noise_scale(D, noise_scale(tricks, 0, 1))  # Gaussian noise on or off per tricks.gaussian_noise
     opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks, capturable=graphed)
     G, opt_g = None, None
     if cfg.mode == "ssgan":
         G = build_generator(cfg.model, input_shape, cfg.data.scale, tricks, num_classes).to(device)
+        G = sync_batch_norm(G, device) if world.spread else G
         opt_g = make_optimizer(G.parameters(), tricks.lr_g or t.lr, t, tricks, capturable=graphed,
                                betas=tricks.betas_g)
     fused = t.fused_d and not has_batch_norm(D)
@@ -87,9 +96,11 @@ def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, devi
     return Nets(D, G, opt_d, opt_g, num_classes, fused=fused, fused_g=fused_g, graphed=graphed)
 
 
-def prepare(nets: Nets, cfg: Config) -> Nets:
+def prepare(nets: Nets, cfg: Config, world: World = World()) -> Nets:
     """Speed switches that leave the maths alone: torch.compile (train.compile) and, for conv models on
-    CUDA, channels_last memory layout and cuDNN autotuning."""
+    CUDA, channels_last memory layout and cuDNN autotuning. Under torchrun (`world`): D's and G's gradients
+    averaged over the ranks (DistributedDataParallel), and the batch-wide random draws from one stream that
+    every rank holds (ssgan/training/distributed.py)."""
     device = next(nets.D.parameters()).device
     set_matmul_precision(cfg)
     if device.type == "cuda":
@@ -98,9 +109,14 @@ def prepare(nets: Nets, cfg: Config) -> Nets:
             for net in (nets.D, nets.G):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
+    d, g, fixed = nets.D, nets.G, None
+    if world.spread:  # G's update uses D as a fixed function: D itself, outside DDP (no gradients to average)
+        d, g, fixed = data_parallel(nets.D, device), data_parallel(nets.G, device), nets.D
+        nets.shard = Shard(world, shared_stream(device))
     if cfg.train.compile:
-        nets.d_forward = torch.compile(nets.D)
-        nets.g_forward = torch.compile(nets.G) if nets.G is not None else None
+        d, g = torch.compile(d), torch.compile(g) if g is not None else None
+        fixed = torch.compile(fixed) if fixed is not None else None
+    nets.d_forward, nets.g_forward, nets.d_fixed = d, g, fixed or d
     return nets
 
 
@@ -153,9 +169,9 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
         if G is None:
             logits_lb = D(x_lb)[0].float()  # (B, K[+1])
         else:
-            c_fake = fake_classes(nets.G, len(x_ulb), K, device)  # (B,) class conditions, or None
+            c_fake = fake_classes(nets, len(x_ulb), device)  # (B,) class conditions, or None
             with torch.no_grad():  # no gradient into G from D's update
-                x_fake = G(sample_noise(len(x_ulb), nets.G.noise_dim, device), c_fake)  # (B, *input_shape)
+                x_fake = G(noise(nets, len(x_ulb), device), c_fake)  # (B, *input_shape)
             if nets.fused:  # one forward over all rows: each weight is read once
                 logits = D(torch.cat([x_lb, x_ulb, x_fake.to(x_lb.dtype)]))[0].float()
                 logits_lb, logits_gan = logits.split([len(x_lb), len(x_ulb) + len(x_fake)])
@@ -169,7 +185,7 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
     out = {"loss_sup": loss_sup.detach()}
     if G is not None:
         # "is real" targets: 1 and 0, or smoothed / flipped (tricks); never used in G's update below
-        t_ulb, t_fake = real_fake_targets(len(x_ulb), len(x_fake), cfg.tricks, x_ulb.device)
+        t_ulb, t_fake = nets.shard.draw(len(x_ulb), lambda n, gen: real_fake_targets(n, n, cfg.tricks, device, gen))
         loss_unsup = real_fake_loss(r_ulb, r_fake, t_ulb, t_fake)  # = unsupervised_loss(logits_ulb, logits_fake, ...)
         loss_d = loss_sup + cfg.train.unsup_weight * loss_unsup
         out["loss_unsup"] = loss_unsup.detach()
@@ -189,11 +205,11 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
 def g_objective(nets: Nets, cfg: Config, x_ulb2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """G's loss on one batch: feature matching, || E f(x_ulb2) - E f(G(z)) ||^2 (Salimans et al. sec. 3.1),
     or non-saturating, -log D(G(z)); a conditional G also minimizes -log p(c | G(z, c), real)."""
-    D, G, K = nets.d_forward, nets.g_forward, nets.num_classes
+    D, G, K = nets.d_fixed, nets.g_forward, nets.num_classes
     device = x_ulb2.device
-    c_fake = fake_classes(nets.G, len(x_ulb2), K, device)
+    c_fake = fake_classes(nets, len(x_ulb2), device)
     with autocast(cfg, device):
-        x_fake = G(sample_noise(len(x_ulb2), nets.G.noise_dim, device), c_fake)
+        x_fake = G(noise(nets, len(x_ulb2), device), c_fake)
         if cfg.train.gen_loss == "feature_matching":
             if nets.fused_g:  # one forward over real and generated rows; the real rows' features are constants
                 logits, feats = D(torch.cat([x_ulb2, x_fake.to(x_ulb2.dtype)]))
@@ -203,7 +219,8 @@ def g_objective(nets: Nets, cfg: Config, x_ulb2) -> tuple[torch.Tensor, dict[str
                 logits_fake, feat_fake = D(x_fake)
                 with torch.no_grad():
                     _, feat_real = D(x_ulb2)
-            loss_g = feature_matching_loss(feat_real.float(), feat_fake.float())
+            # under torchrun: the means over the global batch (every rank's rows)
+            loss_g = feature_matching_loss(nets.shard.gather(feat_real.float()), nets.shard.gather(feat_fake.float()))
         else:
             logits_fake, feat_fake = D(x_fake)
             loss_g = non_saturating_loss(logits_fake.float(), K)
@@ -212,6 +229,13 @@ def g_objective(nets: Nets, cfg: Config, x_ulb2) -> tuple[torch.Tensor, dict[str
     return loss_g, {"loss_g": loss_g.detach()}
 
 
-def fake_classes(G: nn.Module, n: int, num_classes: int, device: torch.device) -> Optional[torch.Tensor]:
+def noise(nets: Nets, n: int, device: torch.device) -> torch.Tensor:
+    """G's input z for `n` rows (this rank's part of the batch's draw under torchrun)."""
+    return nets.shard.draw(n, lambda m, gen: sample_noise(m, nets.G.noise_dim, device, gen))
+
+
+def fake_classes(nets: Nets, n: int, device: torch.device) -> Optional[torch.Tensor]:
     """Uniformly drawn class conditions for a conditional generator; None for an unconditional one."""
-    return torch.randint(num_classes, (n,), device=device) if G.condition.dim else None
+    if not nets.G.condition.dim:
+        return None
+    return nets.shard.draw(n, lambda m, gen: torch.randint(nets.num_classes, (m,), device=device, generator=gen))
