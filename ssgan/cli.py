@@ -127,8 +127,8 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
     check_alias(alias)
     stop_on_sigterm()
     world = launched()  # under torchrun: one run on world.size processes; rank 0 records it and speaks
-    if not world.main:
-        logging.getLogger("ssgan").setLevel(logging.WARNING)
+    if not world.main:  # its warnings are rank 0's too: one copy of each
+        logging.getLogger("ssgan").setLevel(logging.ERROR)
     if world.spread and (seeds is not None or members is not None):
         raise SSGANError(f"torchrun trains one run on {world.size} processes: drop --seeds / --members (or train them "
                          "without torchrun)")
@@ -137,8 +137,10 @@ def train(config_path, overrides, mode, out_dir, register_name, alias, seeds, me
     _out_folder(out_dir)
     try:
         _train(cfg, out_dir, register_name, alias, seeds, members, resume, world.main)
-    finally:
+    except SystemExit:  # an exit status that says how training ended
         leave()
+        raise
+    leave()  # not after an error: leaving waits for ranks that may be gone
 
 
 def _train(cfg, out_dir, register_name, alias, seeds, members, resume, main: bool) -> None:

@@ -249,6 +249,7 @@ def record(cfg: Config, split: Split, logger: RunLogger, experiment_id: str, tra
         "watchdog_warnings": trained.warnings,
         "wall_clock_seconds": round(trained.seconds, 3),
         "device": str(resolve_device(cfg.train.device)),
+        "world_size": launched().size,  # processes that trained the run (torchrun)
         "hardware": hardware(),
         "failed_uploads": [],  # artifacts the store did not take (warned)
         **ev.metrics(),

@@ -117,8 +117,11 @@ def join(device: torch.device) -> tuple[World, torch.device]:
 
 
 def leave() -> None:
-    """Leave the process group (at the end of a torchrun run)."""
+    """Leave the process group at the end of a torchrun run: when every rank is done (rank 0 may still be
+    recording), so that none tears down its connections while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(RuntimeError):  # a rank that is gone: nothing to wait for
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -279,13 +282,16 @@ class _StopRequests:
 STOP = _StopRequests()
 
 
-def rank_failure(e: BaseException, world: World, epochs_saved: int) -> Optional[SSGANError]:
-    """The one line for a collective that failed because another rank's process ended, else None."""
+def rank_lost(e: BaseException, world: World, epochs_saved: int) -> Optional[SSGANError]:
+    """The one line for a collective that failed because another rank's process ended, else None. From then on
+    a SIGTERM does not cut the report short: torchrun's agent sends it to the ranks left once one has died (and
+    kills them 30 s later)."""
     if not world.spread or not isinstance(e, RuntimeError) or isinstance(e, SSGANError):
         return None
     text = str(e).lower()
     if not any(s in text for s in ("connection", "closed", "reset", "broken pipe", "timed out", "nccl", "gloo")):
         return None
-    return SSGANError(f"rank {world.rank}: another process of this torchrun job stopped ({str(e).splitlines()[0][:120]}); "
-                      f"the training state after epoch {epochs_saved} is saved: run the same torchrun command with "
-                      "--resume to go on")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    what = str(e).splitlines()[0].split("] ", 1)[-1][:120]  # gloo's message without its source file
+    return SSGANError(f"rank {world.rank}: another process of this torchrun job stopped ({what}); the training state "
+                      f"after epoch {epochs_saved} is saved: run the same torchrun command with --resume to go on")

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssgan.config import Config
-from ssgan.training.distributed import STOP, World, local_seed, rank_failure
+from ssgan.training.distributed import STOP, World, local_seed, rank_lost
 from ssgan.training.graphs import GraphedStep
 from ssgan.training.resume import Keeper, interrupted_message
 from ssgan.training.tricks import Schedule, lr_factor, noise_scale, set_noise_scale
@@ -104,7 +104,7 @@ class EpochLoop:
             log.warning("interrupted: %s", interrupted_message(self.epochs_done, self.keeper.good["epoch"]))
         except Exception as e:  # a fault: the last good epoch's state is saved before the error goes on
             self.keeper.save_on_error()
-            failure = rank_failure(e, world, self.keeper.good["epoch"])  # another rank's process ended
+            failure = rank_lost(e, world, self.keeper.good["epoch"])  # another rank's process ended
             if failure is not None:
                 raise failure from None
             raise
