@@ -13,6 +13,8 @@
 #                                   # once, and each seed's ensemble (OUT/seeds/*-ensemble.json)
 #   bash bench/gpu.sh seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml --set "train.ema_compare=[0.9999]"
 #                                   # the same with Dai et al.'s settings (1.1 % on the CPU in 100 epochs, docs/results/mnist-100.md)
+#   bash bench/gpu.sh ddp           # issue 32: steps/s of one run on 1, 2, 4, 8 GPUs under torchrun
+#                                   # (bench/ddp_steps.py; the machine's GPUs, one process each)
 # With a 15-minute device budget (start-up included) not all of these fit. Order by what is still unmeasured
 # and most likely to settle a goal: `alone 0` (the 3-minute goal; also seed 0's error), then the Dai
 # ensembles (`seeds 0,1,2 --members 2 --config configs/mnist-100-dai.yaml ...`: on the CPU split 0's two
@@ -62,8 +64,18 @@ alone)
     --state ".gpu_state/$KEY.pt" "${@:3}" 2>&1 | grep -v "^\s*$" | tail -4
   tail -n 1 "$OUT/mnist-100-seed$2.jsonl" 2>/dev/null | cut -c1-200
   ;;
+ddp)
+  # issue 32: one run on 1, 2, ... GPUs under torchrun (one process per GPU, NCCL); MNIST-100's MLP, batch 100
+  # and, as a heavier step, batch 400
+  N=$(nvidia-smi -L | wc -l); P=1; for n in 2 4 8; do [ "$n" -le "$N" ] && P="$P,$n"; done
+  echo "== torchrun steps/s on $N GPU(s): processes $P (left $(left) s)"
+  for sets in "" "--set train.batch_size=400"; do
+    SSGAN_DATA=/tmp/ds timeout $(( $(left) / 2 )) python3 bench/ddp_steps.py --device cuda --procs "$P" --steps 200 \
+      $sets 2>&1 | tail -6 | tee -a "$OUT/ddp.txt"
+  done
+  ;;
 *)
-  echo "usage: bash bench/gpu.sh checks | seeds 0,1,2 [gpu_recipe args] | alone 0 [gpu_recipe args]" >&2
+  echo "usage: bash bench/gpu.sh checks | seeds 0,1,2 [gpu_recipe args] | alone 0 [gpu_recipe args] | ddp" >&2
   exit 2
   ;;
 esac
