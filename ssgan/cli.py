@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from ssgan.config import load_config
+from ssgan.config import load_config, modes
 from ssgan.errors import SSGANError, disk_full
 
 
@@ -99,7 +99,8 @@ def cli(quiet: bool) -> None:
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="YAML config file; without it, the built-in defaults (ssgan/config.py).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=5.")
-@click.option("--mode", type=click.Choice(["ssgan", "supervised"]), help="Overrides the config's mode.")
+@click.option("--mode", type=click.Choice(modes()), help="Overrides the config's mode: ssgan, the supervised "
+              "baseline, or a consistency method (vat, mean_teacher, pi_model; docs/training.md).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Folder (created if missing) for summary.json (with --seeds: summary-seed<S>.json) and the "
               "training state train_state.pt, saved "

@@ -135,6 +135,18 @@ class TricksConfig:
 
 
 @dataclass(frozen=True)
+class ConsistencyConfig:
+    """The consistency methods, modes of the same network without a generator (docs/training.md):
+    mode=vat (Miyato et al. 2018), mean_teacher (Tarvainen & Valpola 2017), pi_model (Laine & Aila 2017)."""
+
+    weight: float = 1.0  # weight of the consistency term in the classifier's loss (after the ramp-up)
+    rampup_steps: int = 0  # steps over which that weight rises as exp(-5 (1 - t)^2) from ~0; 0 = none
+    vat_eps: float = 2.0  # vat: the norm of the adversarial perturbation (their MNIST value)
+    vat_xi: float = 1e-6  # vat: the finite-difference step of the power iteration
+    vat_iterations: int = 1  # vat: power iterations
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: str = "ssgan"
@@ -148,15 +160,21 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Config:
-    mode: Literal["ssgan", "supervised"] = "ssgan"
+    mode: Literal["ssgan", "supervised", "vat", "mean_teacher", "pi_model"] = "ssgan"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tricks: TricksConfig = field(default_factory=TricksConfig)
+    ssl: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 CONV_DEFAULT_LR = 1e-4
+
+
+def modes() -> tuple[str, ...]:
+    """The training modes (`mode`): ssgan, the supervised baseline and the consistency methods."""
+    return typing.get_args(typing.get_type_hints(Config)["mode"])
 
 # Value ranges, checked in one place: key -> (predicate, what the value must be).
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
@@ -207,6 +225,11 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "tricks.cond_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.entropy_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.watchdog.d_loss_below": (lambda v: v >= 0, ">= 0"),
+    "ssl.weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.rampup_steps": (lambda v: v >= 0, ">= 0"),
+    "ssl.vat_eps": (lambda v: v > 0, "> 0"),
+    "ssl.vat_xi": (lambda v: v > 0, "> 0"),
+    "ssl.vat_iterations": (lambda v: v >= 1, ">= 1"),
     "tricks.watchdog.patience": (lambda v: v >= 1, ">= 1"),
     "tricks.watchdog.min_diversity": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }

@@ -1,8 +1,8 @@
 """A scikit-learn classifier around the ssgan training loop.
 
 `SSGANClassifier().fit(X, y)` trains the K+1-class discriminator of Salimans et al. 2016 ("Improved
-Techniques for Training GANs", sec. 5) on the labeled rows of `y` and, in `mode="ssgan"`, on every row
-of `X` as unlabeled data. As in scikit-learn's `LabelSpreading` and `SelfTrainingClassifier`, the label
+Techniques for Training GANs", sec. 5) on the labeled rows of `y` and, in `mode="ssgan"` or a consistency
+mode, on every row of `X` as unlabeled data. As in scikit-learn's `LabelSpreading` and `SelfTrainingClassifier`, the label
 -1 marks an unlabeled row. `X` is a table (N, F) or an array of images (N, C, H, W).
 
 The estimator only translates: its parameters become a `Config` (whose table checks every value), the
@@ -53,7 +53,9 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
     Parameters (each sets one config key; see ssgan/config.py for the recipe behind it)
     ----------
     mode : "ssgan" trains D on labeled, unlabeled and generated rows; "supervised" on the labeled rows
-        alone, with the same network, optimizer and schedule (the baseline).
+        alone, with the same network, optimizer and schedule (the baseline); "vat", "mean_teacher" and
+        "pi_model" the same network without a generator, with a consistency term on the unlabeled rows
+        (their settings: the `ssl.*` config keys, docs/training.md).
     arch : "mlp" (tables or images) or "conv" (images (N, C, H, W), H and W divisible by 4).
     hidden_layers : widths of the discriminator's hidden layers (`model.d_hidden`, mlp).
     generator_layers : widths of the generator's hidden layers (`model.g_hidden`, mlp).
@@ -115,7 +117,7 @@ class SSGANClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def fit(self, X, y) -> "SSGANClassifier":
-        """Train on (X, y); rows with y == -1 are used as unlabeled data (mode="ssgan") or not at all."""
+        """Train on (X, y); rows with y == -1 are used as unlabeled data (every mode but "supervised")."""
         X, y = validate_data(self, X, y, allow_nd=True, dtype=(np.float64, np.float32))
         labeled = labeled_mask(y)
         if not labeled.any():

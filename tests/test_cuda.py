@@ -33,7 +33,8 @@ def _run_steps(cfg, split, graphed: bool, steps: int = 8):
 
 
 @pytest.mark.parametrize("extra", [{}, {"tricks.label_smoothing": True, "tricks.label_flip": True},
-                                   {"tricks.conditional": True}, {"mode": "supervised"},
+                                   {"tricks.conditional": True}, {"mode": "supervised"}, {"mode": "vat"},
+                                   {"mode": "pi_model"},
                                    {"model.wn_scale": "fixed", "model.g_bn_scale": False}])  # untrained params
 def test_graph_replays_train_exactly_as_the_eager_step(npz_path, extra):
     cfg = tiny_cfg(npz_path, **{"data.labels": 10, **extra})  # Gaussian noise on: the graph's RNG is eager's
@@ -48,6 +49,21 @@ def test_graph_replays_train_exactly_as_the_eager_step(npz_path, extra):
             continue
         for (name, p), q in zip(getattr(eager_nets, net).named_parameters(), getattr(graph_nets, net).parameters()):
             assert torch.allclose(p, q, rtol=1e-3, atol=1e-5), f"{net}.{name}"
+
+
+@pytest.mark.parametrize("mode", ["vat", "mean_teacher", "pi_model"])
+def test_the_consistency_modes_are_graphed_and_follow_their_eager_fit(npz_path, mode):
+    """VAT's power iteration (autograd inside the step), the mean teacher's forward and the ramped weight (a device
+    scalar set before each replay) in the CUDA graph."""
+    cfg = tiny_cfg(npz_path, **{"mode": mode, "train.device": "cuda", "train.epochs": 2, "train.steps_per_epoch": 6,
+                                "train.ema_decay": 0.9, "ssl.rampup_steps": 8, "tricks.gaussian_noise": mode != "vat"})
+    split = load_split(cfg.data)
+    graphed = fit(cfg, split, progress=False)
+    eager = fit(replace(cfg, **{"train.cuda_graph": False}), split, progress=False)
+    assert graphed.cuda_graph == "on" and eager.cuda_graph == "off"
+    for g, e in zip(graphed.history, eager.history):
+        assert g["loss_consistency"] == pytest.approx(e["loss_consistency"], rel=1e-3)
+        assert g["loss_d"] == pytest.approx(e["loss_d"], rel=1e-3)
 
 
 def test_graphed_fit_follows_the_eager_fit_and_says_it_was_graphed(npz_path):

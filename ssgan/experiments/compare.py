@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ssgan.experiments.cluster import RayOptions, check_store, connect, run_on_ray
 from ssgan.experiments.origin import ConfigOrigin
-from ssgan.experiments.plan import ALL, ENSEMBLE, MODES, Plan
+from ssgan.experiments.plan import ALL, ENSEMBLE, MODES, STACKABLE, Plan
 from ssgan.experiments.runs import run_config, run_one
 from ssgan.config import Config, replace, to_dict
 from ssgan.data.splits import draw_labeled, load_split
@@ -160,13 +160,14 @@ def _parent_run(cfg: Config, plan: Plan, experiment_id: str, resume: bool, origi
 
 def run_batches(todo: list[tuple[str, str, int]], seeds_at_once: bool) -> list[tuple[str, str, list[int]]]:
     """The runs to do as (method, budget, seeds): one seed each, or with `seeds_at_once` all seeds of a
-    (mode, budget) together (scikit-learn's methods and ensembles, which stack their members, one at a time)."""
+    (mode, budget) together for ssgan and supervised (the consistency modes, scikit-learn's methods and ensembles,
+    which stack their members, one at a time)."""
     if not seeds_at_once:
         return [(m, b, [s]) for m, b, s in todo]
     batches: dict[tuple[str, str], list[int]] = {}
     out: list[tuple[str, str, list[int]]] = []
     for m, b, s in todo:
-        if m in MODES:
+        if m in STACKABLE:
             if (m, b) not in batches:
                 batches[(m, b)] = []
                 out.append((m, b, batches[(m, b)]))

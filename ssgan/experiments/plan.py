@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ssgan.config import modes
 from ssgan.errors import ConfigError
 from ssgan.experiments.baselines import BASELINES
 
-MODES = ("ssgan", "supervised")  # the toolkit's networks; the rest are scikit-learn's
+MODES = modes()  # the toolkit's network: ssgan, supervised, vat, mean_teacher, pi_model; the rest are scikit-learn's
+STACKABLE = ("ssgan", "supervised")  # the modes whose seeds train at once (--seeds-at-once)
 ENSEMBLE = "ssgan_ensemble"  # `Plan.members` ssgan runs per split, averaged
 METHODS = (*MODES, ENSEMBLE, *BASELINES)
-DEFAULT_METHODS = (*MODES, *BASELINES)  # `ssgan compare` without --methods (an ensemble costs --members runs)
+DEFAULT_METHODS = (*STACKABLE, *BASELINES)  # `ssgan compare` without --methods (an ensemble costs --members runs)
 ALL = "all"  # the budget that uses every training label: the fully supervised ceiling
 
 

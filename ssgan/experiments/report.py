@@ -138,6 +138,9 @@ def summarize(rows: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
             "labels": next((r["labels"] for r in mine if r["labels"] is not None), None),
             "methods": [method_stats(m, [r for r in ok if r["method"] == m]) for m in plan.methods],
             "gain": gain(ok, "ssgan", "supervised") if {"ssgan", "supervised"} <= set(plan.methods) else None,
+            # ssgan against each further method, paired by seed as against supervised
+            "gains": {m: gain(ok, "ssgan", m) for m in plan.methods if m not in ("ssgan", "supervised")}
+            if "ssgan" in plan.methods else {},
         })
     ssgan_runs = [r for r in rows if r["method"] == "ssgan" and r["status"] == "finished"]
     best = max(ssgan_runs, key=lambda r: r["test_accuracy"], default=None)  # the first of equals
@@ -198,6 +201,9 @@ def report_blocks(summary: dict[str, Any]) -> list[tuple]:
         blocks.append(("table", ["method", "runs", "accuracy", "macro-F1", "s / run"], rows))
         if b["gain"] is not None:
             blocks.append(("p", gain_sentence(b["gain"])))
+        if b.get("gains"):  # comparisons recorded before these were have none
+            blocks.append(("table", ["ssgan minus", "points", "95 % CI", "paired t-test p", "Wilcoxon p", "seeds"],
+                           [gain_row(m, g) for m, g in b["gains"].items()]))
     blocks += [("h2", "Learning curve"), ("img", CURVE, "test accuracy vs number of labels, one line per method")]
     best = summary["best_ssgan"]
     if best:
@@ -221,6 +227,16 @@ def gain_sentence(g: dict[str, Any]) -> str:
     return (f"ssgan - supervised: {100 * g['mean']:+.1f} points (95 % CI {ci}; paired t-test "
             f"p = {_num(g['t_test_p'], '{:.3g}')}, Wilcoxon signed-rank p = {_num(g['wilcoxon_p'], '{:.3g}')}; "
             f"{g['n']} paired seed{'s' if g['n'] != 1 else ''}).")
+
+
+def gain_row(method: str, g: dict[str, Any]) -> list[str]:
+    """A row of the table of ssgan's paired gains over the further methods."""
+    if g["n"] == 0:
+        return [method, "n/a", "n/a", "n/a", "n/a", "0"]
+    low, high = g["ci95"]
+    ci = "n/a" if low is None else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+    return [method, f"{100 * g['mean']:+.1f}", ci, _num(g["t_test_p"], "{:.3g}"), _num(g["wilcoxon_p"], "{:.3g}"),
+            str(g["n"])]
 
 
 def markdown(blocks: list[tuple]) -> str:

@@ -7,6 +7,7 @@ exact and never overflows, even for logits of +-1000.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -76,3 +77,30 @@ def feature_matching_loss(feat_real: torch.Tensor, feat_fake: torch.Tensor) -> t
 def non_saturating_loss(logits_fake: torch.Tensor, num_classes: int) -> torch.Tensor:
     """G's non-saturating loss: -E_z log D(G(z)) = softplus(-r(G(z)))."""
     return F.softplus(-real_logit(logits_fake, num_classes)).mean()
+
+
+# -- consistency methods: the same network, no generator (ssgan/training/consistency.py) ---------------------------
+
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean over rows of KL(p || q) between the K-class predictions softmax(logits_p) and softmax(logits_q):
+    VAT's local distributional smoothness (Miyato et al. 2018, eq. 4), p the fixed prediction on x."""
+    logp = F.log_softmax(logits_p[:, :num_classes], dim=1)
+    logq = F.log_softmax(logits_q[:, :num_classes], dim=1)
+    return (logp.exp() * (logp - logq)).sum(dim=1).mean()
+
+
+def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean over rows of the squared distance between two K-class predictions, || p_a - p_b ||^2: the
+    Pi model's and the mean teacher's consistency cost (Laine & Aila 2017; Tarvainen & Valpola 2017)."""
+    p_a = F.softmax(logits_a[:, :num_classes], dim=1)
+    p_b = F.softmax(logits_b[:, :num_classes], dim=1)
+    return (p_a - p_b).pow(2).sum(dim=1).mean()
+
+
+def sigmoid_rampup(step: int, rampup_steps: int) -> float:
+    """exp(-5 (1 - t)^2) for t = step / rampup_steps, then 1: the consistency weight's ramp-up
+    (Laine & Aila 2017, sec. 3.1; Tarvainen & Valpola 2017). No ramp-up (0 steps): 1."""
+    if rampup_steps <= 0 or step >= rampup_steps:
+        return 1.0
+    t = max(step, 0) / rampup_steps
+    return math.exp(-5.0 * (1.0 - t) ** 2)

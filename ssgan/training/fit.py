@@ -80,6 +80,7 @@ class SingleLoop(EpochLoop):
                        world)
         ema = EMA(nets.D, t.ema_decay) if t.ema_decay > 0 else None
         self.evaluated = ema.model if ema else nets.D
+        nets.teacher = ema.model if cfg.mode == "mean_teacher" else None  # the mean teacher: the evaluated average
         self.compared = [EMA(nets.D, d) for d in t.ema_compare]  # further averages, evaluated only (train.ema_compare)
         index_device = data.index_device  # batches drawn by index where the data live
         self.idx_lb = split.labeled_idx.to(index_device) if index_device else split.labeled_idx
@@ -108,9 +109,12 @@ class SingleLoop(EpochLoop):
     def next_batch(self) -> tuple[Optional[torch.Tensor], ...]:
         mine = self.world.shard  # under torchrun: this rank's rows of the global batch
         x_lb, y_lb = self.data.get(self.idx_lb[mine(next(self.lb_stream))])
-        if self.nets.G is None:
+        if self.cfg.mode == "supervised":
             return x_lb, y_lb, None, None
-        return x_lb, y_lb, self.data.inputs(mine(next(self.ulb_stream))), self.data.inputs(mine(next(self.ulb2_stream)))
+        x_ulb = self.data.inputs(mine(next(self.ulb_stream)))
+        if self.nets.G is None:  # a consistency mode: one unlabeled batch
+            return x_lb, y_lb, x_ulb, None
+        return x_lb, y_lb, x_ulb, self.data.inputs(mine(next(self.ulb2_stream)))
 
     def epoch_metrics(self, sums: torch.Tensor, epoch_start: float) -> Optional[dict[str, float]]:
         """Mean losses, test accuracy (EMA and raw weights), the collapse monitor, the learning rate; under

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssgan.config import Config
+from ssgan.nets.losses import sigmoid_rampup
 from ssgan.training.distributed import STOP, World, local_seed, rank_lost
 from ssgan.training.graphs import GraphedStep
 from ssgan.training.resume import Keeper, interrupted_message
@@ -43,7 +44,8 @@ class EpochLoop:
         self.watchdog, self.steps, self.total = watchdog, steps, total
         t, tricks = cfg.train, cfg.tricks
         self.schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None],
-                                 lambda s: lr_factor(t, tricks, s, total))
+                                 lambda s: lr_factor(t, tricks, s, total),
+                                 nets.ramp, lambda s: sigmoid_rampup(s, cfg.ssl.rampup_steps))
         self.check_every = min(tricks.watchdog.patience, 50)
         self.keys: list[str] = []  # the losses train_step returns, in order
         self.sums = torch.zeros(0, device=device)  # their per-epoch sums (losses[, S]), on the device, in place

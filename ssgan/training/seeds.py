@@ -87,6 +87,7 @@ class StackedNets:
     num_classes: int
     fused: bool = False
     fused_g: bool = False
+    ramp: None = None  # the consistency modes train one seed at a time (`check_seeds`)
 
     def seed_view(self, d: dict[str, torch.Tensor], g: Optional[dict[str, torch.Tensor]]) -> Nets:
         """One seed's networks as `Nets`, for the objectives (called under vmap: d and g are one seed's slices)."""
@@ -357,6 +358,9 @@ def check_seeds(cfg: Config, splits: list[Split], seeds: list[int]) -> None:
     if not seeds or len(seeds) != len(splits) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"fit_seeds needs one split per seed and distinct seeds, got seeds {list(seeds)} "
                           f"and {len(splits)} split(s)")
+    if cfg.mode not in ("ssgan", "supervised"):
+        raise ConfigError(f"mode={cfg.mode} trains one seed at a time: several seeds at once (--seeds, --members, "
+                          "compare --seeds-at-once) are for ssgan and supervised")
     if cfg.train.compile:
         raise ConfigError("train.compile does not apply to several seeds at once; set train.compile=false")
     if cfg.train.precision == "bf16":  # vmap's batch norm rule rejects bf16 inputs with fp32 weights

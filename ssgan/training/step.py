@@ -3,6 +3,9 @@
 mode=ssgan      D minimizes L_sup(x_lb) + unsup_weight * L_unsup(x_ulb, G(z)); G matches D's features
                 (Salimans et al. 2016, sec. 3.1 and 5; Odena 2016).
 mode=supervised the same D, optimizer and schedule on the labeled subset alone (no generator).
+mode=vat, mean_teacher, pi_model
+                the same D without a generator: L_sup(x_lb) + w(t) * L_cons(x_ulb), a consistency term on the
+                unlabeled batch (ssgan/training/consistency.py).
 
 Both modes take the same number of steps per epoch (one pass over the unlabeled pool) and draw the
 same labeled batches for the same seed, so the supervised run is the baseline for exactly this split.
@@ -22,6 +25,7 @@ from ssgan.nets.losses import (conditional_entropy, feature_matching_loss, non_s
                                real_logit, supervised_loss)
 from ssgan.nets.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                                init_from_data, sample_noise)
+from ssgan.training.consistency import CONSISTENCY, check_consistency, consistency_term
 from ssgan.training.distributed import Shard, World, check_batch, data_parallel, shared_stream, sync_batch_norm
 from ssgan.training.graphs import use_cuda_graph
 from ssgan.training.tricks import make_optimizer, noise_scale, real_fake_targets, set_noise_scale
@@ -40,6 +44,8 @@ class Nets:
     d_forward: Optional[Callable] = None  # D, torch.compile(D) or DDP(D) (see `prepare`); the modules stay as they are
     g_forward: Optional[Callable] = None
     d_fixed: Optional[Callable] = None  # D's forward in G's update, where D is fixed: D itself under DDP
+    teacher: Optional[nn.Module] = None  # mode=mean_teacher: D's moving average (set with the EMA)
+    ramp: Optional[torch.Tensor] = None  # consistency modes: the ramp-up factor of ssl.weight, set every step
     shard: Shard = Shard()  # this rank's part of the batch under torchrun (ssgan/training/distributed.py)
 
     def __post_init__(self):
@@ -60,6 +66,7 @@ def check_plan(cfg: Config, split: Split) -> tuple[int, int]:
     """Checks that need the data: switches that do not apply to the model, a warm-up longer than
     training. Returns (steps per epoch, total steps). Called before an MLflow run is opened."""
     check_tricks_apply(cfg.model, cfg.tricks)
+    check_consistency(cfg)
     check_batch(cfg.train.batch_size)  # under torchrun: the global batch splits evenly over the processes
     steps = cfg.train.steps_per_epoch or max(1, len(split.x_train) // cfg.train.batch_size)
     total = steps * cfg.train.epochs
@@ -93,7 +100,8 @@ def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, devi
     # G's fused forward saves a whole forward of D (kernels: what a GPU step is bound by) but computes
     # input gradients for the real rows too (FLOPs: what a CPU step is bound by), so null = on a GPU only.
     fused_g = fused and (t.fused_g if t.fused_g is not None else device.type == "cuda")
-    return Nets(D, G, opt_d, opt_g, num_classes, fused=fused, fused_g=fused_g, graphed=graphed)
+    ramp = torch.ones((), device=device) if cfg.mode in CONSISTENCY else None
+    return Nets(D, G, opt_d, opt_g, num_classes, fused=fused, fused_g=fused_g, graphed=graphed, ramp=ramp)
 
 
 def prepare(nets: Nets, cfg: Config, world: World = World()) -> Nets:
@@ -161,13 +169,17 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
         L_sup = -log p(y | x_lb, real)                                              [supervised]
         + unsup_weight * L_unsup, L_unsup = -log D(x_ulb) - log(1 - D(G(z)))         [ssgan only]
         + cond_weight * -log p(c | G(z, c), real)      [conditional G only: AC-GAN, Odena et al. 2017]
+        + w(t) * L_cons(x_ulb)                               [vat, mean_teacher, pi_model: `consistency_term`]
         + entropy_weight * H(p(y | x_ulb))                                            [tricks.entropy_weight]
     """
     D, G, K = nets.d_forward, nets.g_forward, nets.num_classes
     device = x_lb.device
     with autocast(cfg, device):  # forwards in bf16 when asked; every loss below is computed in fp32
+        logits_ulb = None
         if G is None:
             logits_lb = D(x_lb)[0].float()  # (B, K[+1])
+            if cfg.mode in CONSISTENCY:
+                logits_ulb = D(x_ulb)[0].float()  # (B, K)
         else:
             c_fake = fake_classes(nets, len(x_ulb), device)  # (B,) class conditions, or None
             with torch.no_grad():  # no gradient into G from D's update
@@ -189,14 +201,19 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
         loss_unsup = real_fake_loss(r_ulb, r_fake, t_ulb, t_fake)  # = unsupervised_loss(logits_ulb, logits_fake, ...)
         loss_d = loss_sup + cfg.train.unsup_weight * loss_unsup
         out["loss_unsup"] = loss_unsup.detach()
-        if cfg.tricks.entropy_weight:  # + entropy_weight * H(p(y | x_ulb)): confident predictions on unlabeled data
-            loss_ent = conditional_entropy(logits_ulb, K)
-            loss_d = loss_d + cfg.tricks.entropy_weight * loss_ent
-            out["loss_entropy"] = loss_ent.detach()
         if c_fake is not None:
             loss_cond = supervised_loss(logits_fake, c_fake, K)
             loss_d = loss_d + cfg.tricks.cond_weight * loss_cond
             out["loss_cond_d"] = loss_cond.detach()
+    if cfg.mode in CONSISTENCY:  # + w(t) * L_cons(x_ulb): w ramped up to ssl.weight
+        with autocast(cfg, device):
+            loss_cons = consistency_term(nets, cfg, x_ulb, logits_ulb)
+        loss_d = loss_d + cfg.ssl.weight * nets.ramp * loss_cons
+        out["loss_consistency"] = loss_cons.detach()
+    if cfg.tricks.entropy_weight and logits_ulb is not None:  # + entropy_weight * H(p(y | x_ulb)): confident
+        loss_ent = conditional_entropy(logits_ulb, K)           # predictions on unlabeled data
+        loss_d = loss_d + cfg.tricks.entropy_weight * loss_ent
+        out["loss_entropy"] = loss_ent.detach()
     out["loss_d"] = loss_d.detach()
     out["train_acc_lb"] = (logits_lb[:, :K].argmax(1) == y_lb).float().mean().detach()
     return loss_d, out

@@ -100,12 +100,16 @@ def lr_factor(train: TrainConfig, tricks: TricksConfig, step: int, total_steps: 
 
 class Schedule:
     """The learning rate of step s is base_lr * factor(s) for every optimizer (what LambdaLR computes),
-    set in place, and only when it changes (a captured Adam reads it from the device)."""
+    set in place, and only when it changes (a captured Adam reads it from the device). `ramp`: a device
+    scalar set to ramp_factor(s) the same way (a consistency mode's weight ramp-up, read by the step)."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer], factor: Callable[[int], float]):
+    def __init__(self, optimizers: list[torch.optim.Optimizer], factor: Callable[[int], float],
+                 ramp: Optional[torch.Tensor] = None, ramp_factor: Callable[[int], float] = lambda s: 1.0):
         self.optimizers, self.factor, self.steps = optimizers, factor, 0
+        self.ramp, self.ramp_factor = ramp, ramp_factor
         self.base = [float(o.param_groups[0]["lr"]) for o in optimizers]
         self.last: Optional[float] = None
+        self.last_ramp: Optional[float] = None
         self._apply()
 
     def step(self) -> None:
@@ -118,3 +122,6 @@ class Schedule:
             for o, base in zip(self.optimizers, self.base):
                 set_lr(o, base * f)
             self.last = f
+        if self.ramp is not None and (r := self.ramp_factor(self.steps)) != self.last_ramp:
+            self.ramp.fill_(r)
+            self.last_ramp = r
