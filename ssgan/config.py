@@ -135,15 +135,33 @@ class TricksConfig:
 
 
 @dataclass(frozen=True)
-class ConsistencyConfig:
-    """The consistency methods, modes of the same network without a generator (docs/training.md):
-    mode=vat (Miyato et al. 2018), mean_teacher (Tarvainen & Valpola 2017), pi_model (Laine & Aila 2017)."""
+class ConsistencyMethod:
+    """One consistency method's settings: the weight of its unlabeled term and what goes with it."""
 
     weight: float = 1.0  # weight of the consistency term in the classifier's loss (after the ramp-up)
     rampup_steps: int = 0  # steps over which that weight rises as exp(-5 (1 - t)^2) from ~0; 0 = none
-    vat_eps: float = 2.0  # vat: the norm of the adversarial perturbation (their MNIST value)
-    vat_xi: float = 1e-6  # vat: the finite-difference step of the power iteration
-    vat_iterations: int = 1  # vat: power iterations
+    entropy_weight: float = 0.0  # + this * the entropy of the prediction on unlabeled data (vat: VAT+EntMin)
+    gaussian_noise: Optional[bool] = None  # D's Gaussian noise layers in this mode; null = tricks.gaussian_noise
+
+
+@dataclass(frozen=True)
+class VATMethod(ConsistencyMethod):
+    """Virtual adversarial training (Miyato et al. 2018)."""
+
+    gaussian_noise: Optional[bool] = False  # off: the perturbation is the adversarial one (with noise it trains badly)
+    eps: float = 2.0  # the L2 norm of the adversarial perturbation of each input (their MNIST value)
+    xi: float = 1e-6  # the finite-difference step of the power iteration
+    iterations: int = 1  # power iterations
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """The consistency methods, modes of the same network without a generator (docs/training.md), each with
+    its own settings, so that one config serves ssgan and all of them in a comparison."""
+
+    vat: VATMethod = field(default_factory=VATMethod)  # mode=vat (Miyato et al. 2018)
+    mean_teacher: ConsistencyMethod = field(default_factory=ConsistencyMethod)  # Tarvainen & Valpola 2017
+    pi_model: ConsistencyMethod = field(default_factory=ConsistencyMethod)  # Laine & Aila 2017
 
 
 @dataclass(frozen=True)
@@ -225,11 +243,18 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "tricks.cond_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.entropy_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.watchdog.d_loss_below": (lambda v: v >= 0, ">= 0"),
-    "ssl.weight": (lambda v: v >= 0, ">= 0"),
-    "ssl.rampup_steps": (lambda v: v >= 0, ">= 0"),
-    "ssl.vat_eps": (lambda v: v > 0, "> 0"),
-    "ssl.vat_xi": (lambda v: v > 0, "> 0"),
-    "ssl.vat_iterations": (lambda v: v >= 1, ">= 1"),
+    "ssl.vat.weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.vat.rampup_steps": (lambda v: v >= 0, ">= 0"),
+    "ssl.vat.entropy_weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.mean_teacher.weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.mean_teacher.rampup_steps": (lambda v: v >= 0, ">= 0"),
+    "ssl.mean_teacher.entropy_weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.pi_model.weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.pi_model.rampup_steps": (lambda v: v >= 0, ">= 0"),
+    "ssl.pi_model.entropy_weight": (lambda v: v >= 0, ">= 0"),
+    "ssl.vat.eps": (lambda v: v > 0, "> 0"),
+    "ssl.vat.xi": (lambda v: v > 0, "> 0"),
+    "ssl.vat.iterations": (lambda v: v >= 1, ">= 1"),
     "tricks.watchdog.patience": (lambda v: v >= 1, ">= 1"),
     "tricks.watchdog.min_diversity": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }

@@ -101,24 +101,24 @@ def steps(cfg, split, seed=0, n=3):
 
 @pytest.mark.parametrize("mode", CONSISTENCY)
 def test_weight_zero_is_the_supervised_step(mode):
-    """With ssl.weight 0 (and D's noise off, for vat) a consistency mode takes the supervised steps; with a
+    """With its weight 0 (and D's noise off, for vat) a consistency mode takes the supervised steps; with a
     weight the unlabeled batch changes D."""
     base = load_config(SMOKE, ["tricks.dropout=0.3"] if mode != "vat" else ["tricks.gaussian_noise=false"])
     split = load_split(base.data)
     supervised, _ = steps(replace(base, mode="supervised"), split)
-    zero, losses = steps(replace(base, mode=mode, **{"ssl.weight": 0.0}), split)
+    zero, losses = steps(replace(base, mode=mode, **{f"ssl.{mode}.weight": 0.0}), split)
     assert losses["loss_consistency"].item() > 0 and zero.G is None
     if mode == "vat":  # dropout draws differ between the modes (more forwards): only the noise-free ones compare
         for (name, p), q in zip(zero.D.named_parameters(), supervised.D.parameters()):
             torch.testing.assert_close(p, q, msg=name)
-    weighted, _ = steps(replace(base, mode=mode, **{"ssl.weight": 10.0}), split)
+    weighted, _ = steps(replace(base, mode=mode, **{f"ssl.{mode}.weight": 10.0}), split)
     reference = zero if mode != "vat" else supervised
     assert any(not torch.allclose(p, q, atol=1e-5) for p, q in zip(weighted.D.parameters(), reference.D.parameters()))
 
 
 @pytest.mark.parametrize("mode", CONSISTENCY)
 def test_a_consistency_mode_trains_and_its_term_is_logged_per_epoch(mode):
-    cfg = load_config(SMOKE, [f"mode={mode}", "train.epochs=3", "ssl.rampup_steps=10"])
+    cfg = load_config(SMOKE, [f"mode={mode}", "train.epochs=3", f"ssl.{mode}.rampup_steps=10"])
     result = fit(cfg, load_split(cfg.data), progress=False)
     assert result.generator is None and result.stop_reason == "completed"
     assert all(h["loss_consistency"] >= 0 for h in result.history)
@@ -131,8 +131,10 @@ def test_bad_consistency_settings_are_one_line_errors():
         check_plan(load_config(SMOKE, ["mode=mean_teacher", "train.ema_decay=0"]), split)
     with pytest.raises(ConfigError, match="pi_model compares two noisy predictions, but D has no noise"):
         check_plan(load_config(SMOKE, ["mode=pi_model", "tricks.gaussian_noise=false"]), split)
-    with pytest.raises(ConfigError, match="ssl.vat_eps"):
-        load_config(SMOKE, ["ssl.vat_eps=0"])
+    with pytest.raises(ConfigError, match="ssl.vat.eps"):
+        load_config(SMOKE, ["ssl.vat.eps=0"])
+    with pytest.raises(ConfigError, match="ssl.pi_model.gaussian_noise must be true or false"):
+        load_config(SMOKE, ["ssl.pi_model.gaussian_noise=maybe"])
     with pytest.raises(ConfigError, match="mode"):
         load_config(SMOKE, ["mode=fixmatch"])
 
@@ -145,7 +147,7 @@ def test_ssgan_train_mode_vat_records_one_run_with_its_model(tmp_path, store_uri
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["mode"] == "vat" and summary["model_uri"]
     run = mlflow.MlflowClient(store_uri).get_run(summary["run_id"])
-    assert run.data.params["mode"] == "vat" and run.data.params["ssl.vat_eps"] == "2.0"
+    assert run.data.params["mode"] == "vat" and run.data.params["ssl.vat.eps"] == "2.0"
     assert "loss_consistency" in run.data.metrics
     model = mlflow.pyfunc.load_model(summary["model_uri"])
     x = load_split(load_config(SMOKE).data).x_test[:5].numpy()

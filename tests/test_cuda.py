@@ -56,7 +56,7 @@ def test_the_consistency_modes_are_graphed_and_follow_their_eager_fit(npz_path, 
     """VAT's power iteration (autograd inside the step), the mean teacher's forward and the ramped weight (a device
     scalar set before each replay) in the CUDA graph."""
     cfg = tiny_cfg(npz_path, **{"mode": mode, "train.device": "cuda", "train.epochs": 2, "train.steps_per_epoch": 6,
-                                "train.ema_decay": 0.9, "ssl.rampup_steps": 8, "tricks.gaussian_noise": mode != "vat"})
+                                "train.ema_decay": 0.9, f"ssl.{mode}.rampup_steps": 8})
     split = load_split(cfg.data)
     graphed = fit(cfg, split, progress=False)
     eager = fit(replace(cfg, **{"train.cuda_graph": False}), split, progress=False)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ssgan.config import Config
 from ssgan.nets.losses import sigmoid_rampup
+from ssgan.training.consistency import gaussian_noise, settings
 from ssgan.training.distributed import STOP, World, local_seed, rank_lost
 from ssgan.training.graphs import GraphedStep
 from ssgan.training.resume import Keeper, interrupted_message
@@ -42,10 +43,10 @@ class EpochLoop:
         self.world = world  # under torchrun: this rank's place (ssgan/training/distributed.py)
         self.noisy = noisy  # the module whose Gaussian-noise layers `tricks.noise_anneal` scales
         self.watchdog, self.steps, self.total = watchdog, steps, total
-        t, tricks = cfg.train, cfg.tricks
+        t, tricks, own = cfg.train, cfg.tricks, settings(cfg)  # own: a consistency mode's ssl settings
         self.schedule = Schedule([o for o in (nets.opt_d, nets.opt_g) if o is not None],
                                  lambda s: lr_factor(t, tricks, s, total),
-                                 nets.ramp, lambda s: sigmoid_rampup(s, cfg.ssl.rampup_steps))
+                                 nets.ramp, lambda s: sigmoid_rampup(s, own.rampup_steps if own else 0))
         self.check_every = min(tricks.watchdog.patience, 50)
         self.keys: list[str] = []  # the losses train_step returns, in order
         self.sums = torch.zeros(0, device=device)  # their per-epoch sums (losses[, S]), on the device, in place
@@ -53,7 +54,8 @@ class EpochLoop:
         self.stop_reason, self.stop_message = "completed", ""
         self.keeper: Optional[Keeper] = None  # made by the subclass just before `run`
         nets.D.train()
-        set_noise_scale(noisy, noise_scale(tricks, 0, total))
+        self.noise_on = gaussian_noise(cfg)  # D's Gaussian noise layers (ssl.<mode>.gaussian_noise in a consistency mode)
+        set_noise_scale(noisy, noise_scale(tricks, 0, total, self.noise_on))
         if nets.G is not None:
             nets.G.train()
 
@@ -123,7 +125,8 @@ class EpochLoop:
             for i in tqdm(range(self.steps), desc=f"epoch {epoch}/{t.epochs}", disable=quiet(progress), leave=False):
                 batch = self.next_batch()
                 if tricks.noise_anneal:
-                    set_noise_scale(self.noisy, noise_scale(tricks, (epoch - 1) * self.steps + i, self.total))
+                    set_noise_scale(self.noisy, noise_scale(tricks, (epoch - 1) * self.steps + i, self.total,
+                                                            self.noise_on))
                 self.run_step(*batch)
                 self.schedule.step()
                 for ema in self.emas:  # the evaluated average first, then train.ema_compare's

@@ -25,7 +25,8 @@ from ssgan.nets.losses import (conditional_entropy, feature_matching_loss, non_s
                                real_logit, supervised_loss)
 from ssgan.nets.models import (build_discriminator, build_generator, check_tricks_apply, frozen, has_batch_norm,
                                init_from_data, sample_noise)
-from ssgan.training.consistency import CONSISTENCY, check_consistency, consistency_term
+from ssgan.training.consistency import (CONSISTENCY, check_consistency, consistency_term, entropy_weight,
+                                        gaussian_noise, settings)
 from ssgan.training.distributed import Shard, World, check_batch, data_parallel, shared_stream, sync_batch_norm
 from ssgan.training.graphs import use_cuda_graph
 from ssgan.training.tricks import make_optimizer, noise_scale, real_fake_targets, set_noise_scale
@@ -45,7 +46,7 @@ class Nets:
     g_forward: Optional[Callable] = None
     d_fixed: Optional[Callable] = None  # D's forward in G's update, where D is fixed: D itself under DDP
     teacher: Optional[nn.Module] = None  # mode=mean_teacher: D's moving average (set with the EMA)
-    ramp: Optional[torch.Tensor] = None  # consistency modes: the ramp-up factor of ssl.weight, set every step
+    ramp: Optional[torch.Tensor] = None  # consistency modes: the ramp-up factor of ssl.<mode>.weight, set every step
     shard: Shard = Shard()  # this rank's part of the batch under torchrun (ssgan/training/distributed.py)
 
     def __post_init__(self):
@@ -88,7 +89,7 @@ def build_nets(cfg: Config, input_shape: tuple[int, ...], num_classes: int, devi
         init_from_data(D, x_init)
     if world.spread:
         D = sync_batch_norm(D, device)
-    set_noise_scale(D, noise_scale(tricks, 0, 1))  # Gaussian noise on or off per tricks.gaussian_noise
+    set_noise_scale(D, noise_scale(tricks, 0, 1, gaussian_noise(cfg)))  # Gaussian noise on or off
     opt_d = make_optimizer(D.parameters(), tricks.lr_d or t.lr, t, tricks, capturable=graphed)
     G, opt_g = None, None
     if cfg.mode == "ssgan":
@@ -170,7 +171,7 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
         + unsup_weight * L_unsup, L_unsup = -log D(x_ulb) - log(1 - D(G(z)))         [ssgan only]
         + cond_weight * -log p(c | G(z, c), real)      [conditional G only: AC-GAN, Odena et al. 2017]
         + w(t) * L_cons(x_ulb)                               [vat, mean_teacher, pi_model: `consistency_term`]
-        + entropy_weight * H(p(y | x_ulb))                                            [tricks.entropy_weight]
+        + entropy_weight * H(p(y | x_ulb))                         [tricks.entropy_weight, ssl.<mode>.entropy_weight]
     """
     D, G, K = nets.d_forward, nets.g_forward, nets.num_classes
     device = x_lb.device
@@ -205,14 +206,14 @@ def d_objective(nets: Nets, cfg: Config, x_lb, y_lb, x_ulb=None) -> tuple[torch.
             loss_cond = supervised_loss(logits_fake, c_fake, K)
             loss_d = loss_d + cfg.tricks.cond_weight * loss_cond
             out["loss_cond_d"] = loss_cond.detach()
-    if cfg.mode in CONSISTENCY:  # + w(t) * L_cons(x_ulb): w ramped up to ssl.weight
+    if cfg.mode in CONSISTENCY:  # + w(t) * L_cons(x_ulb): w ramped up to ssl.<mode>.weight
         with autocast(cfg, device):
             loss_cons = consistency_term(nets, cfg, x_ulb, logits_ulb)
-        loss_d = loss_d + cfg.ssl.weight * nets.ramp * loss_cons
+        loss_d = loss_d + settings(cfg).weight * nets.ramp * loss_cons
         out["loss_consistency"] = loss_cons.detach()
-    if cfg.tricks.entropy_weight and logits_ulb is not None:  # + entropy_weight * H(p(y | x_ulb)): confident
-        loss_ent = conditional_entropy(logits_ulb, K)           # predictions on unlabeled data
-        loss_d = loss_d + cfg.tricks.entropy_weight * loss_ent
+    if entropy_weight(cfg) and logits_ulb is not None:  # + entropy_weight * H(p(y | x_ulb)): confident
+        loss_ent = conditional_entropy(logits_ulb, K)     # predictions on unlabeled data
+        loss_d = loss_d + entropy_weight(cfg) * loss_ent
         out["loss_entropy"] = loss_ent.detach()
     out["loss_d"] = loss_d.detach()
     out["train_acc_lb"] = (logits_lb[:, :K].argmax(1) == y_lb).float().mean().detach()

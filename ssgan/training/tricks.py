@@ -47,8 +47,10 @@ def set_noise_scale(model: nn.Module, scale: float) -> None:
             m.scale = scale
 
 
-def noise_scale(tricks: TricksConfig, step: int, total_steps: int) -> float:
-    if not tricks.gaussian_noise:
+def noise_scale(tricks: TricksConfig, step: int, total_steps: int, on: Optional[bool] = None) -> float:
+    """The scale of D's Gaussian noise at `step`: 0 when off (`on`, default tricks.gaussian_noise), else 1 or
+    annealed (tricks.noise_anneal)."""
+    if not (tricks.gaussian_noise if on is None else on):
         return 0.0
     if tricks.noise_anneal:
         return max(0.0, 1.0 - step / max(total_steps, 1))
