@@ -1,6 +1,7 @@
 """Issue 6's table benchmark: scikit-learn's bundled breast_cancer and wine written as CSV files (feature
 columns by name, class names as labels), then `ssgan compare` with 10 % of the training rows labeled:
-ssgan vs the supervised baseline vs LabelSpreading over 5 split seeds, on the same splits.
+ssgan vs the supervised baseline, the consistency methods (issue 33) and LabelSpreading over 5 split seeds, on
+the same splits.
 
     python bench/tables.py            # writes bench/results/tables/*.csv, runs both comparisons
     python bench/tables.py --csv-only
@@ -39,6 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv-only", action="store_true")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--methods", default="ssgan,supervised,vat,mean_teacher,pi_model,label_spreading",
+                    help="the comparison's methods (issue 6's table: ssgan,supervised,label_spreading)")
     args = ap.parse_args()
     uri = f"sqlite:///{ROOT / 'bench/results/mlflow.db'}"
     for name in ("breast_cancer", "wine"):
@@ -48,7 +51,7 @@ def main() -> None:
             continue
         subprocess.run([str(Path(sys.executable).parent / "ssgan"), "-q", "compare", "-c", str(ROOT / "configs/tables.yaml"),
                         "--set", f"data.path={path}", "--labels", str(labels), "--seeds", str(args.seeds),
-                        "--methods", "ssgan,supervised,label_spreading", "--set", f"tracking.uri={uri}",
+                        "--methods", args.methods, "--set", f"tracking.uri={uri}",
                         "--set", f"tracking.experiment=tables-{name}", "--out", str(ROOT / f"bench/results/compare-{name}")],
                        check=True)
 

@@ -120,10 +120,13 @@ def collect_rows(plan: Plan, runs: list) -> list[dict[str, Any]]:
 
 
 def _seconds(run) -> Optional[float]:
-    """Wall-clock seconds of a run; of a resumed one (end minus start would count the pause) its training
-    seconds over all its parts."""
+    """Wall-clock seconds of a run: what the comparison measured (`run_seconds`: from the start of its work, not
+    from the run's creation, which on a Ray driver comes long before); of a resumed one (end minus start would
+    count the pause) its training seconds over all its parts."""
     if "resumed_after_epoch" in run.data.tags and "train_seconds" in run.data.metrics:
         return run.data.metrics["train_seconds"]
+    if "run_seconds" in run.data.metrics:
+        return run.data.metrics["run_seconds"]
     return (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
 
 

@@ -3,6 +3,7 @@ this machine and on a Ray worker (ssgan/experiments/cluster.py)."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -65,6 +66,7 @@ def run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_
     state_path = state_file(states, method, budget, seeds)
     resumed = saved_runs(state_path, what, len(seeds)) if state_path is not None else None
     run_ids = resumed or run_ids or child_runs(cfg, method, budget, seeds, experiment_id, parent_id)
+    start = time.perf_counter()
     try:
         if len(seeds) > 1:
             summaries = run_training_seeds(run_cfgs[0], seeds, progress=progress, run_ids=run_ids, nested=True,
@@ -99,6 +101,8 @@ def run_one(cfg: Config, method: str, budget: str, seeds: list[int], experiment_
                 remove_state(state_path)
             continue
         client.set_tag(run_id, "outcome", "finished")
+        # this run's own wall time: a run created ahead (on a Ray driver, or before a resume) has started earlier
+        client.log_metric(run_id, "run_seconds", round(time.perf_counter() - start, 3))
         if resumed and "failure_reason" in client.get_run(run_id).data.tags:  # the interruption it recovered from
             client.delete_tag(run_id, "failure_reason")
         log.info("%s, %s labels, seed %d: test accuracy %.4f, macro-F1 %.4f", method, budget, seed,
