@@ -243,8 +243,8 @@ def test_one_pair_has_no_interval_and_says_so():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--methods", "ssgan,magic"], "unknown method 'magic'; choose from ssgan, supervised, ssgan_ensemble, label_spreading, "
-                                        "self_training"),
+        (["--methods", "ssgan,magic"], "unknown method 'magic'; choose from ssgan, supervised, vat, mean_teacher, "
+                                        "pi_model, ssgan_ensemble, label_spreading, self_training"),
         (["--methods", "ssgan_ensemble", "--members", "1"], "--members must be >= 2 (runs averaged per split by "
                                                             "ssgan_ensemble), got 1"),
         (["--labels", "5000"], "--labels 5000 is more than the 1347 labeled training examples of digits"),

@@ -182,7 +182,7 @@ def test_bad_data_raise_value_error_naming_the_problem(X, y, match):
 
 @pytest.mark.parametrize("params, match", [
     (dict(epochs=0), "SSGANClassifier: train.epochs must be >= 1; got 0"),
-    (dict(mode="semi"), "SSGANClassifier: mode must be one of ssgan, supervised; got 'semi'"),
+    (dict(mode="semi"), "SSGANClassifier: mode must be one of ssgan, supervised, vat, mean_teacher, pi_model; got 'semi'"),
     (dict(arch="conv"), r"SSGANClassifier: model.arch=conv needs images of shape \(C, H, W\)"),
     (dict(config={"train.epoch": 3}), "SSGANClassifier: unknown config key 'train.epoch'"),
     (dict(config={"train.epochs": 3}), r"config\['train.epochs'\] is set by the parameter epochs; set it there"),
