@@ -243,20 +243,13 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "tricks.cond_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.entropy_weight": (lambda v: v >= 0, ">= 0"),
     "tricks.watchdog.d_loss_below": (lambda v: v >= 0, ">= 0"),
-    "ssl.vat.weight": (lambda v: v >= 0, ">= 0"),
-    "ssl.vat.rampup_steps": (lambda v: v >= 0, ">= 0"),
-    "ssl.vat.entropy_weight": (lambda v: v >= 0, ">= 0"),
-    "ssl.mean_teacher.weight": (lambda v: v >= 0, ">= 0"),
-    "ssl.mean_teacher.rampup_steps": (lambda v: v >= 0, ">= 0"),
-    "ssl.mean_teacher.entropy_weight": (lambda v: v >= 0, ">= 0"),
-    "ssl.pi_model.weight": (lambda v: v >= 0, ">= 0"),
-    "ssl.pi_model.rampup_steps": (lambda v: v >= 0, ">= 0"),
-    "ssl.pi_model.entropy_weight": (lambda v: v >= 0, ">= 0"),
+    "tricks.watchdog.patience": (lambda v: v >= 1, ">= 1"),
+    "tricks.watchdog.min_diversity": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    **{f"ssl.{method}.{key}": (lambda v: v >= 0, ">= 0") for method in ("vat", "mean_teacher", "pi_model")
+       for key in ("weight", "rampup_steps", "entropy_weight")},
     "ssl.vat.eps": (lambda v: v > 0, "> 0"),
     "ssl.vat.xi": (lambda v: v > 0, "> 0"),
     "ssl.vat.iterations": (lambda v: v >= 1, ">= 1"),
-    "tricks.watchdog.patience": (lambda v: v >= 1, ">= 1"),
-    "tricks.watchdog.min_diversity": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
 
 
