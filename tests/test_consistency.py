@@ -17,11 +17,12 @@ from ssgan.config import load_config, replace
 from ssgan.data.splits import load_split
 from ssgan.errors import ConfigError
 from ssgan.estimator import SSGANClassifier
-from ssgan.nets.losses import consistency_loss, kl_divergence, sigmoid_rampup
+from ssgan.nets.losses import consistency_loss, kl_divergence
 from ssgan.nets.vat import adversarial_direction, unit_rows
 from ssgan.training.ema import EMA
 from ssgan.training.fit import fit
 from ssgan.training.step import build_nets, check_plan, train_step
+from ssgan.training.tricks import sigmoid_rampup
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs/smoke.yaml")

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from ssgan.config import modes
 from ssgan.errors import ConfigError
 from ssgan.experiments.baselines import BASELINES
+from ssgan.training.seeds import STACKABLE  # the modes whose seeds train at once (--seeds-at-once)
 
 MODES = modes()  # the toolkit's network: ssgan, supervised, vat, mean_teacher, pi_model; the rest are scikit-learn's
-STACKABLE = ("ssgan", "supervised")  # the modes whose seeds train at once (--seeds-at-once)
 ENSEMBLE = "ssgan_ensemble"  # `Plan.members` ssgan runs per split, averaged
 METHODS = (*MODES, ENSEMBLE, *BASELINES)
 DEFAULT_METHODS = (*STACKABLE, *BASELINES)  # `ssgan compare` without --methods (an ensemble costs --members runs)

@@ -7,7 +7,6 @@ exact and never overflows, even for logits of +-1000.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -96,11 +95,3 @@ def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, num_classes
     p_b = F.softmax(logits_b[:, :num_classes], dim=1)
     return (p_a - p_b).pow(2).sum(dim=1).mean()
 
-
-def sigmoid_rampup(step: int, rampup_steps: int) -> float:
-    """exp(-5 (1 - t)^2) for t = step / rampup_steps, then 1: the consistency weight's ramp-up
-    (Laine & Aila 2017, sec. 3.1; Tarvainen & Valpola 2017). No ramp-up (0 steps): 1."""
-    if rampup_steps <= 0 or step >= rampup_steps:
-        return 1.0
-    t = max(step, 0) / rampup_steps
-    return math.exp(-5.0 * (1.0 - t) ** 2)

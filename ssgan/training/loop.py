@@ -21,12 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssgan.config import Config
-from ssgan.nets.losses import sigmoid_rampup
 from ssgan.training.consistency import gaussian_noise, settings
 from ssgan.training.distributed import STOP, World, local_seed, rank_lost
 from ssgan.training.graphs import GraphedStep
 from ssgan.training.resume import Keeper, interrupted_message
-from ssgan.training.tricks import Schedule, lr_factor, noise_scale, set_noise_scale
+from ssgan.training.tricks import Schedule, lr_factor, noise_scale, set_noise_scale, sigmoid_rampup
 from ssgan.training.watchdog import Watchdog
 
 log = logging.getLogger("ssgan")

@@ -77,6 +77,8 @@ class SeedStack(nn.Module):
         return net.train(self.training)
 
 
+STACKABLE = ("ssgan", "supervised")  # the modes whose seeds train at once as one batched model
+
 @dataclass
 class StackedNets:
     """`train.Nets` for S seeds: stacked D and G, one optimizer each over the stacked parameters."""
@@ -358,7 +360,7 @@ def check_seeds(cfg: Config, splits: list[Split], seeds: list[int]) -> None:
     if not seeds or len(seeds) != len(splits) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"fit_seeds needs one split per seed and distinct seeds, got seeds {list(seeds)} "
                           f"and {len(splits)} split(s)")
-    if cfg.mode not in ("ssgan", "supervised"):
+    if cfg.mode not in STACKABLE:
         raise ConfigError(f"mode={cfg.mode} trains one seed at a time: several seeds at once (--seeds, --members, "
                           "compare --seeds-at-once) are for ssgan and supervised")
     if cfg.train.compile:

@@ -127,3 +127,12 @@ class Schedule:
         if self.ramp is not None and (r := self.ramp_factor(self.steps)) != self.last_ramp:
             self.ramp.fill_(r)
             self.last_ramp = r
+
+
+def sigmoid_rampup(step: int, rampup_steps: int) -> float:
+    """exp(-5 (1 - t)^2) for t = step / rampup_steps, then 1: the consistency weight's ramp-up
+    (Laine & Aila 2017, sec. 3.1; Tarvainen & Valpola 2017). No ramp-up (0 steps): 1."""
+    if rampup_steps <= 0 or step >= rampup_steps:
+        return 1.0
+    t = max(step, 0) / rampup_steps
+    return math.exp(-5.0 * (1.0 - t) ** 2)
