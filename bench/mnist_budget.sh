@@ -20,7 +20,7 @@ config_of() {
   esac
 }
 for seed in ${SEEDS:-0 1 2}; do
-  for method in ${METHODS:-ssgan vat mean_teacher supervised}; do
+  for method in ${METHODS-ssgan vat mean_teacher supervised}; do  # METHODS="" : LabelSpreading alone
     OMP_NUM_THREADS=$THREADS .venv/bin/ssgan -q train -c "$(config_of "$method")" --mode "$method" \
       --set data.root="$DATA" --set data.split_seed="$seed" --set train.seed="$seed" \
       --set tracking.uri="$URI" --set tracking.experiment=mnist-budget --set tracking.run_name="$method-seed$seed" \
