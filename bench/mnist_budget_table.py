@@ -52,10 +52,16 @@ def reached(points: list[tuple[float, float]], level: float) -> float | None:
     return next((t for t, a in points if a >= level), None)
 
 
-def mean(values: list[float | None], scale: float, fmt: str) -> str:
+def mean_percent(values: list[float | None]) -> str:
+    """The mean accuracy in %, "–" where a seed has none."""
     if not values or any(v is None for v in values):
         return "–"
-    return fmt.format(statistics.mean(values) * scale)
+    return f"{100 * statistics.mean(values):.1f}"
+
+
+def in_order(data: dict) -> list[str]:
+    """The methods of `data`, ssgan first, then as ORDER lists them."""
+    return sorted(data, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER))
 
 
 def first_reached(times: list[float | None]) -> str:
@@ -67,11 +73,11 @@ def table(data: dict[str, dict[int, list[tuple[float, float]]]]) -> str:
     head = ("| method | seeds | " + " | ".join(f"{m // 60} min" for m in MARKS)
             + " | final ± std | time used | " + " | ".join(f"to {100 * lv:.0f} %" for lv in LEVELS) + " |")
     lines = [head, "|---|---|" + "---|" * (len(MARKS) + 2 + len(LEVELS))]
-    for method in sorted(data, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
+    for method in in_order(data):
         runs = [data[method][s] for s in sorted(data[method])]
         finals = [p[-1][1] for p in runs]
         std = statistics.stdev(finals) * 100 if len(finals) > 1 else 0.0
-        cells = [mean([at(p, m) for p in runs], 100, "{:.1f}") for m in MARKS]
+        cells = [mean_percent([at(p, m) for p in runs]) for m in MARKS]
         cells += [f"{100 * statistics.mean(finals):.2f} ± {std:.2f}", f"{statistics.mean(p[-1][0] for p in runs):.0f} s"]
         cells += [first_reached([reached(p, lv) for p in runs]) for lv in LEVELS]
         lines.append(f"| {method} | {','.join(map(str, sorted(data[method])))} | " + " | ".join(cells) + " |")
@@ -87,7 +93,7 @@ def figure(data: dict[str, dict[int, list[tuple[float, float]]]], path: str, bud
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for i, method in enumerate(sorted(data, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER))):
+    for i, method in enumerate(in_order(data)):
         colour = f"C{i}"
         for j, seed in enumerate(sorted(data[method])):
             t, a = zip(*data[method][seed])
