@@ -16,9 +16,10 @@ config_of() {
     ssgan|supervised) echo configs/mnist-100-fast.yaml ;;
     vat) echo configs/mnist-100-vat.yaml ;;
     mean_teacher) echo configs/mnist-100-mean-teacher.yaml ;;
-    *) echo "unknown method $1 (ssgan, vat, mean_teacher, supervised)" >&2; exit 2 ;;
+    *) echo "error: unknown method $1 in METHODS (ssgan, vat, mean_teacher, supervised)" >&2; exit 2 ;;
   esac
 }
+for method in ${METHODS-ssgan vat mean_teacher supervised}; do config_of "$method" > /dev/null; done  # all known, before any run
 for seed in ${SEEDS:-0 1 2}; do
   for method in ${METHODS-ssgan vat mean_teacher supervised}; do  # METHODS="" : LabelSpreading alone
     OMP_NUM_THREADS=$THREADS .venv/bin/ssgan -q train -c "$(config_of "$method")" --mode "$method" \
