@@ -5,6 +5,9 @@ PORT ?= 5000
 HOST ?= 127.0.0.1
 BACKEND ?= sqlite:///mlflow.db
 ARTIFACTS ?= ./mlartifacts
+AUTH ?=
+MODEL_HOST ?= 127.0.0.1
+ALLOWED_HOSTS ?=
 
 .PHONY: install test ui server serve-model demo bench clean
 
@@ -17,12 +20,14 @@ test:  ## the import layers (import-linter, pyproject.toml), then the test suite
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
-server:  ## a shared MLflow tracking server: runs in BACKEND, artifacts uploaded through the server into ARTIFACTS
-	$(BIN)/mlflow server --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) --host $(HOST) --port $(PORT)
+server:  ## a team's MLflow tracking server on HOST:PORT: runs in BACKEND, artifacts in ARTIFACTS; logins on unless HOST is loopback (AUTH=1 / AUTH=0 to choose; needs SSGAN_SERVER_ADMIN_PASSWORD)
+	$(BIN)/ssgan server --backend $(BACKEND) --artifacts $(ARTIFACTS) --host $(HOST) --port $(PORT) \
+	  $(if $(filter 1 yes true on,$(AUTH)),--auth,$(if $(filter 0 no false off,$(AUTH)),--no-auth,)) \
+	  $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS),)
 
-serve-model:  ## serve MODEL (models:/NAME@ALIAS, runs:/ID/model or a folder) over HTTP on PORT, from the local store
+serve-model:  ## serve MODEL (models:/NAME@ALIAS, runs:/ID/model or a folder) over HTTP on MODEL_HOST:PORT (loopback; no logins), from the local store
 	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
-	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host $(HOST) --port $(PORT)
+	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host $(MODEL_HOST) --port $(PORT)
 
 demo:  ## the main job: ssgan and the supervised baseline on digits with 20 labels, the same split; prints the gain
 	$(BIN)/ssgan train -c configs/digits-20.yaml --out runs/digits-20-ssgan

@@ -22,6 +22,9 @@ from ssgan.errors import SSGANError, disk_full
 # wait in OUT/mlflow-spool and `ssgan sync OUT` sends them; 130 interrupted (Ctrl-C or SIGTERM): the training
 # state is saved and the same command with --resume finishes the run.
 EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_NOT_IN_MLFLOW, EXIT_INTERRUPTED = 2, 3, 4, 130
+# what a user may do with an experiment or a registered model on a server with logins (MLflow's basic-auth app;
+# ssgan.tracking.server.PERMISSIONS, named here too so that `ssgan --help` imports no MLflow)
+PERMISSIONS = ["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
 
 
 class _Group(click.Group):
@@ -359,6 +362,99 @@ def sync(folder, tracking_uri) -> None:
         raise NotInMLflow(f"the MLflow store does not answer ({e}); {left} record(s) still wait in {folder}: "
                           f"run `ssgan sync {folder}` again when it is back") from None
     click.echo(f"{sent} record(s) of {journals} training(s) sent to MLflow")
+
+
+@cli.command()
+@click.option("--backend", default="sqlite:///mlflow.db", show_default=True,
+              help="Where runs live: a SQLite file or a SQLAlchemy URI (postgresql://user:PW@host:5432/db).")
+@click.option("--artifacts", default="./mlartifacts", show_default=True,
+              help="Where the server keeps artifacts; clients upload and download them through it.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--auth/--no-auth", default=None, help="Users and passwords (MLflow's basic-auth app); default: on "
+              "unless --host is loopback. Needs $SSGAN_SERVER_ADMIN_PASSWORD (the user admin's).")
+@click.option("--default-permission", default="READ", show_default=True,
+              type=click.Choice(PERMISSIONS),
+              help="With --auth: what every user may do where nobody granted them more.")
+@click.option("--allowed-hosts", help="Host names the server answers to besides localhost and private IPs (its DNS "
+              "name behind a reverse proxy).")
+@click.option("--workers", type=click.IntRange(min=1), help="Server worker processes (MLflow's default: 4).")
+def server(backend, artifacts, host, port, auth, default_permission, allowed_hosts, workers) -> None:
+    """Run a team's MLflow tracking server: `mlflow server`, with logins whenever it listens beyond this machine."""
+    from ssgan.tracking.server import is_loopback, plan_server, serve
+
+    plan = plan_server(backend, artifacts, host, port, auth, default_permission, allowed_hosts, workers)
+    if plan.auth:
+        click.echo(f"users and passwords on: user store {plan.auth_store}, config {plan.folder}/basic_auth.ini; "
+                   "add users with `ssgan users add`", err=True)
+    elif not is_loopback(host):
+        click.echo(f"warning: no logins: anyone who reaches {host}:{port} can read, change and delete every run and "
+                   "model; drop --no-auth", err=True)
+    serve(plan)
+
+
+@cli.group()
+def users() -> None:
+    """Users of a tracking server with logins (`ssgan server --auth`). Run as its admin: MLFLOW_TRACKING_USERNAME=admin,
+    MLFLOW_TRACKING_PASSWORD=the admin's password, and the server's address in --tracking-uri or
+    MLFLOW_TRACKING_URI."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="SSGAN_USER_PASSWORD",
+              help="The new user's password (at least 12 characters); asked for when not given or in "
+                   "$SSGAN_USER_PASSWORD.")
+@click.option("--tracking-uri", help="The server (default: $MLFLOW_TRACKING_URI).")
+def users_add(username, password, tracking_uri) -> None:
+    """Add a user. What it may do: the server's --default-permission, plus what `ssgan users grant` gives."""
+    from ssgan.tracking.access import add_user
+    from ssgan.tracking.server import MIN_PASSWORD
+
+    if len(password) < MIN_PASSWORD:
+        raise SSGANError(f"the password is {len(password)} characters long; MLflow needs at least {MIN_PASSWORD}")
+    uri = _server_uri(tracking_uri)
+    add_user(uri, username, password)
+    click.echo(f"user {username!r} added to {uri}")
+
+
+@users.command("grant")
+@click.argument("username")
+@click.option("--experiment", help="An experiment's name: to record runs in it, grant EDIT.")
+@click.option("--model", help="A registered model's name: to register versions and move its aliases, grant EDIT.")
+@click.option("--permission", "level", required=True, type=click.Choice(PERMISSIONS))
+@click.option("--tracking-uri", help="The server (default: $MLFLOW_TRACKING_URI).")
+def users_grant(username, experiment, model, level, tracking_uri) -> None:
+    """Set what a user may do with one experiment or one registered model."""
+    import mlflow
+
+    from ssgan.tracking.access import grant
+
+    if (experiment is None) == (model is None):
+        raise SSGANError("name one --experiment or one --model")
+    uri = _server_uri(tracking_uri)
+    if experiment is not None:
+        found = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+        if found is None:
+            raise SSGANError(f"experiment {experiment!r} does not exist on {uri}")
+        grant(uri, username, "experiment", found.experiment_id, level)
+    else:
+        grant(uri, username, "registered_model", model, level)
+    click.echo(f"user {username!r} now has {level} on {'experiment' if experiment else 'model'} "
+               f"{experiment or model!r}")
+
+
+def _server_uri(tracking_uri: Optional[str]) -> str:
+    """The tracking server a `users` command talks to, after checking that it answers and takes the login."""
+    from ssgan.tracking.store import check_reachable, fail_fast_on_http, resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        raise SSGANError(f"{uri} is not a tracking server: give its http(s):// address in --tracking-uri or "
+                         "MLFLOW_TRACKING_URI")
+    fail_fast_on_http()
+    check_reachable(uri)
+    return uri
 
 
 class NotInMLflow(SSGANError):

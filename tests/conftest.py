@@ -48,7 +48,8 @@ def store_uri(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _no_ambient_tracking_uri(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture

@@ -105,3 +105,11 @@ def test_an_unreachable_server_fails_before_training(tmp_path, monkeypatch):
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: MLflow tracking server {uri} cannot be reached")
         assert not (tmp_path / "out").exists()
+
+
+def test_users_commands_say_when_the_server_has_no_logins(server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+    result = CliRunner().invoke(cli, ["users", "add", "alice", "--password", "alice-password-1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: cannot add user 'alice' on {server['uri']}: the server has no logins "
+                                     "(start it with authentication: ssgan server --auth)")

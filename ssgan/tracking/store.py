@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
 from ssgan.config import Config
 from ssgan.errors import SSGANError
+from ssgan.tracking.access import Identity, check_can_register, check_can_write, check_server
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it holds model training:
@@ -34,31 +33,39 @@ def artifact_root_for(uri: str) -> Optional[str]:
     return (db.parent / "mlartifacts").as_uri()
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when an HTTP tracking server does not answer."""
+def check_reachable(uri: str) -> Identity:
+    """Fail fast, before any training, when an HTTP tracking server does not answer or does not take this
+    client's credentials; returns who it took the client for (nobody in particular for a local store)."""
     if not uri.startswith(("http://", "https://")):
-        return
+        return Identity(uri)
+    from mlflow.exceptions import MlflowException
+
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            pass
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it or fix tracking.uri") from None
+        return check_server(uri)
+    except MlflowException as e:
+        reason = store_failure(e)
+        if "TLS" in reason:  # it answers, but not as an https client expects
+            raise SSGANError(f"MLflow tracking server {uri}: {reason}") from None
+        raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it or fix "
+                         "tracking.uri") from None
 
 
 def use_store(cfg: Config) -> str:
-    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    """Point MLflow at the configured store and experiment, after checking that this client may record runs
+    there; returns the experiment id."""
     import mlflow
 
     uri = resolve_uri(cfg.tracking.uri)
     fail_fast_on_http()
+    identity = check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # the first access creates and migrates a new store: one process at a time
-        return find_or_create_experiment(uri, cfg.tracking.experiment)
+        return find_or_create_experiment(uri, cfg.tracking.experiment, identity)
 
 
-def find_or_create_experiment(uri: str, name: str) -> str:
-    """The id of experiment `name`, created (tagged as model training) when it does not exist yet."""
+def find_or_create_experiment(uri: str, name: str, identity: Optional[Identity] = None) -> str:
+    """The id of experiment `name`, created (tagged as model training) when it does not exist yet; an existing
+    one only when `identity` may record runs in it."""
     import mlflow
 
     try:
@@ -75,6 +82,8 @@ def find_or_create_experiment(uri: str, name: str) -> str:
                 if experiment is None:
                     raise
         experiment_id = experiment.experiment_id
+        if identity is not None:
+            check_can_write(identity, experiment_id, name)
         if EXPERIMENT_KIND not in experiment.tags:  # a store made before the tag was set
             mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment_id
@@ -83,6 +92,25 @@ def find_or_create_experiment(uri: str, name: str) -> str:
             raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({store_failure(e)}); start it or fix "
                              "tracking.uri") from None
         raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
+
+
+def check_can_register_to(name: str) -> None:
+    """Before training: one line when the tracking server will not let this client add a version to registered
+    model `name` (or move its alias)."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    identity = check_reachable(uri)
+    if identity.username is None:
+        return
+    try:
+        mlflow.MlflowClient().get_registered_model(name)
+        exists = True
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED"):
+            raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
+        exists = e.error_code == "PERMISSION_DENIED"  # there, and not to be read by this user
+    check_can_register(identity, name, exists)
 
 
 @contextlib.contextmanager
@@ -115,6 +143,11 @@ def store_failure(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if "disk is full" in text or "No space left" in text:
         return "the disk is full"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return ("its TLS certificate is not trusted: set MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of its "
+                "authority, or MLFLOW_TRACKING_INSECURE_TLS=true to skip the check")
+    if "SSLError" in text or "SSL:" in text:
+        return "the TLS handshake failed: is it an https:// server, and is the address right?"
     for says, means in (("Connection refused", "connection refused"), ("timed out", "no answer in time"),
                         ("Name or service not known", "unknown host"), ("RemoteDisconnected", "connection dropped"),
                         ("Connection aborted", "connection dropped"), ("Connection reset", "connection dropped")):
