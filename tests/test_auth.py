@@ -314,6 +314,7 @@ def tls_proxy(team_server, tmp_path_factory):
         proxy.shutdown()
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # asked for: INSECURE_TLS
 def test_https_with_the_servers_certificate_or_insecure_tls(tls_proxy, tmp_path, monkeypatch):
     as_user(monkeypatch, tls_proxy, "reader", USERS["reader"])
     result = ssgan("-q", "train", "-c", SMOKE, "--out", str(tmp_path / "out"))  # untrusted: one line, no training
@@ -341,3 +342,17 @@ def test_the_cli_offers_the_permissions_mlflow_knows():
     from ssgan.tracking import server
 
     assert tuple(cli_module.PERMISSIONS) == server.PERMISSIONS and set(server.PERMISSIONS) <= set(ALL_PERMISSIONS)
+
+
+def test_a_login_refused_mid_run_keeps_the_records_for_ssgan_sync(team_server):
+    """A password or permission changed while a run trains: the server's 401 / 403 count as the store being
+    away (the records stay in OUT/mlflow-spool for `ssgan sync`), not as records it refused for good."""
+    from ssgan.tracking.store import is_outage, store_failure
+
+    _, experiment, _ = admin_client(team_server["uri"])
+    for user, password, says in (("reader", USERS["reader"], "denied this user permission"),
+                                 ("trainer", "an-old-password", "refused the login")):
+        with logged_in(user, password):
+            with pytest.raises(mlflow.exceptions.MlflowException) as e:
+                mlflow.MlflowClient(tracking_uri=team_server["uri"]).create_run(experiment.experiment_id)
+        assert is_outage(e.value) and says in store_failure(e.value)

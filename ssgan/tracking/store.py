@@ -143,6 +143,10 @@ def store_failure(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if "disk is full" in text or "No space left" in text:
         return "the disk is full"
+    if getattr(error, "error_code", None) == "UNAUTHENTICATED":
+        return "the server refused the login: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    if getattr(error, "error_code", None) == "PERMISSION_DENIED":
+        return "the server denied this user permission"
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return ("its TLS certificate is not trusted: set MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of its "
                 "authority, or MLFLOW_TRACKING_INSECURE_TLS=true to skip the check")
@@ -160,12 +164,17 @@ def store_failure(error: BaseException) -> str:
     return (lines or [type(error).__name__])[0][:200]
 
 
+ACCESS_REFUSED = ("UNAUTHENTICATED", "PERMISSION_DENIED")  # MLflow's error codes for HTTP 401 and 403
+
+
 def is_outage(e: BaseException) -> bool:
     """Whether a failed request means the store is away (try again later) rather than that it refused this
     record (a warning; the record is not sent again)."""
     import requests
     from mlflow.exceptions import MlflowException, RestException
 
+    if getattr(e, "error_code", None) in ACCESS_REFUSED:  # a password or permission changed mid-run: the
+        return True  # records are sound, and `ssgan sync` sends them once the login works again
     if isinstance(e, RestException):
         return e.get_http_status_code() >= 500
     if isinstance(e, requests.exceptions.HTTPError):
