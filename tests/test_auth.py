@@ -4,7 +4,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
 import socket
 import socketserver
 import ssl
@@ -22,7 +21,7 @@ from click.testing import CliRunner
 from ssgan.cli import cli
 from ssgan.errors import SSGANError
 from ssgan.tracking.server import auth_store_uri, plan_server
-from tests.test_server import START_TIMEOUT, free_port, wait_until_answers
+from tests.test_server import START_TIMEOUT, free_port, stop, wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs/smoke.yaml")
@@ -77,12 +76,7 @@ def team_server(tmp_path_factory):
         yield {"uri": uri, "tmp": tmp}
     finally:
         mp.undo()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.test_server import START_TIMEOUT, free_port, wait_until_answers
+from tests.test_server import START_TIMEOUT, free_port, stop, wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs/smoke.yaml")
@@ -80,12 +79,7 @@ def pg_server(postgres_uri, tmp_path_factory):
         wait_until_answers(proc, uri + "/health", log, START_TIMEOUT)
         yield uri
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def test_two_comparisons_at_once_on_postgresql_lose_and_double_no_run(pg_server, tmp_path, npz_path):

@@ -42,6 +42,18 @@ def wait_until_answers(proc: subprocess.Popen, url: str, log: Path, timeout: flo
             time.sleep(0.5)
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own process group: it and its workers, SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on a free loopback port; yields its URI and artifact folder; stopped at the end."""
@@ -58,12 +70,7 @@ def server(tmp_path_factory):
         wait_until_answers(proc, uri + "/health", log, START_TIMEOUT)
         yield {"uri": uri, "artifacts": tmp / "artifacts"}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def test_compare_and_report_through_a_tracking_server(server, tmp_path, npz_path, monkeypatch):

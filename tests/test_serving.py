@@ -2,7 +2,6 @@
 `ssgan predict`, and serve it over HTTP with `mlflow models serve`."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 
 from ssgan.cli import cli
 from ssgan.serving.predictor import Predictor
-from test_server import free_port, wait_until_answers
+from test_server import free_port, stop, wait_until_answers
 from test_user_data import image_root
 
 TINY = ["--set", "model.d_hidden=[16]", "--set", "model.g_hidden=[16]", "--set", "model.noise_dim=4",
@@ -155,12 +154,7 @@ def test_mlflow_models_serve_answers_over_http(registered):
         assert [p["predicted"] for p in predictions] == list(expected["predicted"])
         assert np.allclose([p["p_y"] for p in predictions], expected["p_y"], atol=1e-6)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the CLI and the uvicorn server it started
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)  # the CLI and the uvicorn server it started
 
 
 class _Constant(mlflow.pyfunc.PythonModel):
