@@ -381,11 +381,11 @@ def sync(folder, tracking_uri) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Server worker processes (MLflow's default: 4).")
 def server(backend, artifacts, host, port, auth, default_permission, allowed_hosts, workers) -> None:
     """Run a team's MLflow tracking server: `mlflow server`, with logins whenever it listens beyond this machine."""
-    from ssgan.tracking.server import is_loopback, plan_server, serve
+    from ssgan.tracking.server import is_loopback, plan_server, redacted, serve
 
     plan = plan_server(backend, artifacts, host, port, auth, default_permission, allowed_hosts, workers)
     if plan.auth:
-        click.echo(f"users and passwords on: user store {plan.auth_store}, config {plan.folder}/basic_auth.ini; "
+        click.echo(f"users and passwords on: user store {redacted(plan.auth_store)}, config {plan.folder}/basic_auth.ini; "
                    "add users with `ssgan users add`", err=True)
     elif not is_loopback(host):
         click.echo(f"warning: no logins: anyone who reaches {host}:{port} can read, change and delete every run and "

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from ssgan.cli import cli
 from ssgan.errors import SSGANError
-from ssgan.tracking.server import auth_store_uri, plan_server
+from ssgan.tracking.server import auth_store_uri, plan_server, redacted
 from tests.test_server import START_TIMEOUT, free_port, stop, wait_until_answers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +248,7 @@ def test_auth_is_on_beyond_loopback_and_off_on_it_unless_asked(tmp_path):
     assert plan.auth_store == f"sqlite:///{tmp_path / 'basic_auth.db'}"  # beside the backend
     postgres = "postgresql://u:pw@db:5432/mlflow"
     assert auth_store_uri(postgres, tmp_path) == postgres  # the same database (the auth app's tables apart)
+    assert redacted(postgres) == "postgresql://u:***@db:5432/mlflow"  # as messages show it
     ini = (tmp_path / "basic_auth.ini").read_text()
     assert "admin_password" not in ini and ADMIN_PASSWORD not in ini and "admin_username = admin" in ini
     assert plan.env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ADMIN_PASSWORD

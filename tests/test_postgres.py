@@ -111,3 +111,40 @@ def test_two_comparisons_at_once_on_postgresql_lose_and_double_no_run(pg_server,
     written = json.loads((tmp_path / ("a" if parents[0].info.run_id == json.loads(
         (tmp_path / "a" / "summary.json").read_text())["parent_run_id"] else "b") / "summary.json").read_text())
     assert summary["by_budget"] == written["by_budget"]  # the report rebuilt from PostgreSQL is the one written
+
+
+def test_logins_keep_their_users_in_the_same_postgresql_database(postgres_uri, tmp_path):
+    """`make server HOST=0.0.0.0 BACKEND=postgresql://...`: the user store is the backend's own database."""
+    import psycopg
+    from click.testing import CliRunner
+
+    from ssgan.cli import cli
+
+    port, log = free_port(), tmp_path / "server.log"
+    env = {**os.environ, "SSGAN_SERVER_ADMIN_PASSWORD": "admin-password-for-pg"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ssgan", "server", "--backend", postgres_uri, "--artifacts",
+                                 str(tmp_path / "artifacts"), "--port", str(port), "--auth", "--workers", "1"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(proc, uri + "/health", log, START_TIMEOUT)
+        result = CliRunner(env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": "admin",
+                                "MLFLOW_TRACKING_PASSWORD": "admin-password-for-pg"}).invoke(
+            cli, ["users", "add", "alice", "--password", "alice-password-1"])
+        assert result.exit_code == 0, result.output
+    finally:
+        stop(proc)
+    with psycopg.connect(postgres_uri) as conn:
+        users = {row[0] for row in conn.execute("SELECT username FROM users")}
+        assert users == {"admin", "alice"}
+        assert conn.execute("SELECT count(*) FROM experiments").fetchone()[0] >= 1  # the tracking tables beside
+    assert not (tmp_path / "basic_auth.db").exists() and (tmp_path / "basic_auth.ini").exists()
+    # restarted with another admin password: refused, in one line, before the server starts
+    result = subprocess.run([sys.executable, "-m", "ssgan", "server", "--backend", postgres_uri, "--port", str(port),
+                             "--auth"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**env, "SSGAN_SERVER_ADMIN_PASSWORD": "another-password"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: SSGAN_SERVER_ADMIN_PASSWORD is not the password of user 'admin' in the user store {postgres_uri}; "
+        "set it to admin's current password"]  # (its URI has no password to hide: tests/test_auth.py hides one)

@@ -106,6 +106,14 @@ def auth_store_uri(backend: str, folder: Path) -> str:
     return f"sqlite:///{folder / 'basic_auth.db'}"
 
 
+def redacted(uri: str) -> str:
+    """`uri` as it may be shown: a password in it replaced by ***."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return uri.replace(f":{parts.password}@", ":***@", 1)
+
+
 def check_admin_password(store: str, password: str) -> None:
     """An existing user store keeps its admin and ignores the configured password: make that visible here
     rather than as a login that fails later."""
@@ -121,12 +129,13 @@ def check_admin_password(store: str, password: str) -> None:
     try:
         users.init_db(store)
         if users.has_user(ADMIN) and not users.authenticate_user(ADMIN, password):
-            raise SSGANError(f"{ADMIN_PASSWORD_VAR} is not the password of user {ADMIN!r} in the user store {store}; "
+            raise SSGANError(f"{ADMIN_PASSWORD_VAR} is not the password of user {ADMIN!r} in the user store "
+                             f"{redacted(store)}; "
                              f"set it to admin's current password")
     except SSGANError:
         raise
     except Exception as e:  # the database is away or refuses the login
-        raise SSGANError(f"the user store {store} cannot be opened ({str(e).splitlines()[0][:200]}); "
+        raise SSGANError(f"the user store {redacted(store)} cannot be opened ({str(e).splitlines()[0][:200]}); "
                          "check the backend's address and credentials") from None
 
 
