@@ -409,10 +409,9 @@ def users() -> None:
 def users_add(username, password, tracking_uri) -> None:
     """Add a user. What it may do: the server's --default-permission, plus what `ssgan users grant` gives."""
     from ssgan.tracking.access import add_user
-    from ssgan.tracking.server import MIN_PASSWORD
+    from ssgan.tracking.server import check_password_length
 
-    if len(password) < MIN_PASSWORD:
-        raise SSGANError(f"the password is {len(password)} characters long; MLflow needs at least {MIN_PASSWORD}")
+    check_password_length(password, "the password")
     uri = _server_uri(tracking_uri)
     add_user(uri, username, password)
     click.echo(f"user {username!r} added to {uri}")

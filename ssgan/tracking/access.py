@@ -29,12 +29,12 @@ class Identity:
 
 
 def request(uri: str, endpoint: str, timeout: float, **kwargs):
-    """One HTTP request to the server with MLflow's credentials and TLS settings, no retries; the response
+    """One GET request to the server with MLflow's credentials and TLS settings, no retries; the response
     whatever its status (MlflowException when it cannot be had: ssgan.tracking.store.check_reachable says so)."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
-    return http_request(get_default_host_creds(uri), endpoint, kwargs.pop("method", "GET"), max_retries=0,
+    return http_request(get_default_host_creds(uri), endpoint, "GET", max_retries=0,
                         timeout=timeout, raise_on_status=False, **kwargs)
 
 

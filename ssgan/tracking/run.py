@@ -32,7 +32,7 @@ from ssgan.evaluation.metrics import evaluate
 from ssgan.serving.checkpoint import make_checkpoint
 from ssgan.tracking.logger import RunLogger, run_name
 from ssgan.tracking.spool import SPOOL, Journal, Outage, Sender, journals, sync_folder
-from ssgan.tracking.store import check_can_register_to, resolve_uri, store_failure, use_store
+from ssgan.tracking.store import resolve_uri, store_failure, use_store
 from ssgan.training.distributed import launched
 from ssgan.training.jobs import Job, OneRun, SeedsAtOnce, Trained
 from ssgan.training.resume import (STATE_FILE, check_state, describe, exclusive, load_state, remove_state,
@@ -62,9 +62,7 @@ def track(job: Job, out_dir: Optional[str | Path] = None, progress: Optional[boo
         if state is not None:
             check_state(state, job.cfg, job.key, resolve_device(job.cfg.train.device))  # before its runs are touched
             run_ids = state.get("run_ids") or ([state["run_id"]] if state.get("run_id") else run_ids)
-        experiment_id = use_store(job.cfg)
-        if register:
-            check_can_register_to(register)
+        experiment_id = use_store(job.cfg, register)
         spool = spool_folder(state_path)
         send_earlier(spool)  # an earlier part's records that did not reach the store: before this part's
         journal = Journal(spool, mlflow.get_tracking_uri(), experiment_id)

@@ -84,10 +84,15 @@ def admin_password(environ: dict[str, str]) -> str:
     if not password:
         raise SSGANError(f"a server that lets in only its users needs the admin password: set {ADMIN_PASSWORD_VAR} "
                          f"(at least {MIN_PASSWORD} characters), or listen on 127.0.0.1 only")
-    if len(password) < MIN_PASSWORD:
-        raise SSGANError(f"{ADMIN_PASSWORD_VAR} is {len(password)} characters long; MLflow needs at least "
-                         f"{MIN_PASSWORD}: choose a longer one")
+    check_password_length(password, ADMIN_PASSWORD_VAR)
     return password
+
+
+def check_password_length(password: str, what: str) -> None:
+    """MLflow's one rule for a basic-auth password, said before MLflow refuses it."""
+    if len(password) < MIN_PASSWORD:
+        raise SSGANError(f"{what} is {len(password)} characters long; MLflow needs at least {MIN_PASSWORD}: choose "
+                         "a longer one")
 
 
 def config_folder(backend: str) -> Path:
@@ -128,15 +133,13 @@ def check_admin_password(store: str, password: str) -> None:
     users = SqlAlchemyStore()
     try:
         users.init_db(store)
-        if users.has_user(ADMIN) and not users.authenticate_user(ADMIN, password):
-            raise SSGANError(f"{ADMIN_PASSWORD_VAR} is not the password of user {ADMIN!r} in the user store "
-                             f"{redacted(store)}; "
-                             f"set it to admin's current password")
-    except SSGANError:
-        raise
+        wrong = users.has_user(ADMIN) and not users.authenticate_user(ADMIN, password)
     except Exception as e:  # the database is away or refuses the login
         raise SSGANError(f"the user store {redacted(store)} cannot be opened ({str(e).splitlines()[0][:200]}); "
                          "check the backend's address and credentials") from None
+    if wrong:
+        raise SSGANError(f"{ADMIN_PASSWORD_VAR} is not the password of user {ADMIN!r} in the user store "
+                         f"{redacted(store)}; set it to admin's current password")
 
 
 def write_auth_config(folder: Path, store: str, default_permission: str) -> Path:

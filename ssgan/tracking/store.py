@@ -46,13 +46,16 @@ def check_reachable(uri: str) -> Identity:
         reason = store_failure(e)
         if "TLS" in reason:  # it answers, but not as an https client expects
             raise SSGANError(f"MLflow tracking server {uri}: {reason}") from None
-        raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it or fix "
-                         "tracking.uri") from None
+        raise unreachable(uri, reason) from None
 
 
-def use_store(cfg: Config) -> str:
+def unreachable(uri: str, reason: str) -> SSGANError:
+    return SSGANError(f"MLflow tracking server {uri} cannot be reached ({reason}); start it or fix tracking.uri")
+
+
+def use_store(cfg: Config, register: Optional[str] = None) -> str:
     """Point MLflow at the configured store and experiment, after checking that this client may record runs
-    there; returns the experiment id."""
+    there (and, with `register`, add versions to that registered model); returns the experiment id."""
     import mlflow
 
     uri = resolve_uri(cfg.tracking.uri)
@@ -60,7 +63,10 @@ def use_store(cfg: Config) -> str:
     identity = check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # the first access creates and migrates a new store: one process at a time
-        return find_or_create_experiment(uri, cfg.tracking.experiment, identity)
+        experiment_id = find_or_create_experiment(uri, cfg.tracking.experiment, identity)
+    if register and identity.username is not None:
+        check_can_register_to(identity, register)
+    return experiment_id
 
 
 def find_or_create_experiment(uri: str, name: str, identity: Optional[Identity] = None) -> str:
@@ -89,26 +95,21 @@ def find_or_create_experiment(uri: str, name: str, identity: Optional[Identity] 
         return experiment_id
     except mlflow.exceptions.MlflowException as e:
         if is_outage(e):  # the first request to the store: say so before any training
-            raise SSGANError(f"MLflow tracking server {uri} cannot be reached ({store_failure(e)}); start it or fix "
-                             "tracking.uri") from None
+            raise unreachable(uri, store_failure(e)) from None
         raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
 
 
-def check_can_register_to(name: str) -> None:
-    """Before training: one line when the tracking server will not let this client add a version to registered
-    model `name` (or move its alias)."""
+def check_can_register_to(identity: Identity, name: str) -> None:
+    """One line when the tracking server will not let `identity` add a version to registered model `name` (or
+    move its alias)."""
     import mlflow
 
-    uri = mlflow.get_tracking_uri()
-    identity = check_reachable(uri)
-    if identity.username is None:
-        return
     try:
         mlflow.MlflowClient().get_registered_model(name)
         exists = True
     except mlflow.exceptions.MlflowException as e:
         if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED"):
-            raise SSGANError(f"MLflow store {uri}: {str(e).splitlines()[0]}") from None
+            raise SSGANError(f"MLflow store {identity.uri}: {str(e).splitlines()[0]}") from None
         exists = e.error_code == "PERMISSION_DENIED"  # there, and not to be read by this user
     check_can_register(identity, name, exists)
 
